@@ -1,0 +1,351 @@
+"""Run one claimed job: its steps as child processes in their own process group.
+
+Output streams to the store in bounded chunks; the job's outputs come from $SLUICE_OUTPUT;
+cancel and timeout kill the whole process group (SIGTERM, then SIGKILL after a grace period).
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import re
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..definitions.expressions import substitute
+from ..definitions.inputs import InputError, env_value, validate_inputs
+from ..definitions.objects import env_name
+from ..plan import secret_names, spec_from
+from ..service import mask_text, record_event
+from ..store.db import Database, dumps, loads, now
+from .procs import proc_start, signal_group
+
+CHUNK_BYTES = 64 * 1024
+FLUSH_SECONDS = 0.25
+OUTPUT_LIMIT = 64 * 1024
+_OUTPUT_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)=(.*)$")
+
+
+def kill_grace() -> float:
+    return float(os.environ.get("SLUICE_KILL_GRACE", "10"))
+
+
+class LogWriter:
+    """Buffers a job's output and writes it to the store in chunks of at most CHUNK_BYTES."""
+
+    def __init__(self, db: Database, job_id: int, run_id: int, secrets: list[str]):
+        self.db = db
+        self.job_id = job_id
+        self.run_id = run_id
+        self.secrets = secrets
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.buf: list[str] = []
+        self.size = 0
+        self.last_flush = time.monotonic()
+        self.seq = int(db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log_chunks WHERE job_id = ?", (job_id,)) or 0)
+
+    def feed(self, data: bytes) -> None:
+        text = self.decoder.decode(data)
+        if text:
+            self.buf.append(text)
+            self.size += len(text)
+        if self.size >= CHUNK_BYTES or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def note(self, text: str) -> None:
+        """A line from sluice itself (step headers, kill notices)."""
+        self.flush()
+        self._write("sluice", text if text.endswith("\n") else text + "\n")
+
+    def flush(self, final: bool = False) -> None:
+        if final:
+            tail = self.decoder.decode(b"", final=True)
+            if tail:
+                self.buf.append(tail)
+        self.last_flush = time.monotonic()
+        if not self.buf:
+            return
+        text, self.buf, self.size = "".join(self.buf), [], 0
+        for i in range(0, len(text), CHUNK_BYTES):
+            self._write("out", text[i:i + CHUNK_BYTES])
+
+    def _write(self, stream: str, text: str) -> None:
+        text = mask_text(text, self.secrets)
+        self.seq += 1
+        with self.db.write() as tx:
+            tx.insert("log_chunks", {"job_id": self.job_id, "run_id": self.run_id, "seq": self.seq,
+                                     "stream": stream, "data": text, "at": now()})
+
+
+class JobRunner(threading.Thread):
+    """Executes one claimed job; reports through the store, then calls on_done()."""
+
+    def __init__(self, db: Database, root: Path, job: dict[str, Any], run: dict[str, Any],
+                 agent: str, on_done: Callable[[JobRunner], None]):
+        super().__init__(name=f"job-{job['id']}", daemon=True)
+        self.db = db
+        self.root = root
+        self.job = job
+        self.run_row = run
+        self.plan = loads(run["plan"])
+        self.spec = self.plan["jobs"][job["base"]]
+        self.agent = agent
+        self.token = job["claim_token"]
+        self.on_done = on_done
+        self._cancel: str | None = None
+        self._cancel_event = threading.Event()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    # ------------------------------------------------------------ control
+
+    def cancel(self, reason: str) -> None:
+        if self._cancel is None:
+            self._cancel = reason
+            self._cancel_event.set()
+
+    # ------------------------------------------------------------ thread body
+
+    def run(self) -> None:
+        try:
+            status, exit_code, reason, outputs = self._execute()
+        except Exception as e:  # a bug or an OS failure must still give the job a final status
+            status, exit_code, reason, outputs = "failed", None, f"sluice error: {e}", {}
+        try:
+            self._finish(status, exit_code, reason, outputs)
+        finally:
+            self.on_done(self)
+
+    def _context(self) -> dict[str, Any]:
+        run_id = self.run_row["id"]
+        outputs: dict[str, dict[str, Any]] = {}
+        for j in self.db.all("SELECT base, outputs FROM jobs WHERE run_id = ? ORDER BY id", (run_id,)):
+            outputs.setdefault(j["base"], {}).update(loads(j["outputs"], {}))
+        mats = {m["name"]: m["revision"] for m in
+                self.db.all("SELECT name, revision FROM materials WHERE run_id = ?", (run_id,))}
+        return {"inputs": loads(self.run_row["inputs"], {}), "jobs": outputs, "run": {"id": run_id},
+                "materials": mats}
+
+    def _base_env(self, ctx: dict[str, Any], workspace: Path, output_file: Path) -> dict[str, str]:
+        run = self.run_row
+        env = dict(os.environ)
+        for k in [k for k in env if k.startswith("INPUT_") or k.startswith("SLUICE_MATERIAL_")]:
+            del env[k]
+        env.update({
+            "SLUICE_RUN_ID": str(run["id"]), "SLUICE_JOB": self.job["name"], "SLUICE_WORKFLOW": run["target"],
+            "SLUICE_WORKSPACE": str(workspace), "SLUICE_OUTPUT": str(output_file),
+            "SLUICE_PROJECT": str(self.root), "SLUICE_AGENT": self.agent,
+        })
+        if run["parent_run_id"]:
+            env["SLUICE_PARENT_RUN_ID"] = str(run["parent_run_id"])
+        else:
+            env.pop("SLUICE_PARENT_RUN_ID", None)
+        count = self.spec.get("parallelism") or 1
+        if count > 1:
+            env["SLUICE_PARALLEL_INDEX"] = self.job["copy_key"] or "0"
+            env["SLUICE_PARALLEL_COUNT"] = str(count)
+        for name, rev in ctx["materials"].items():
+            env["SLUICE_MATERIAL_" + name.upper().replace("-", "_") + "_REVISION"] = str(rev)
+        for k, v in ctx["inputs"].items():
+            env[env_name(k)] = env_value(v)
+        for k, v in loads(self.job.get("fields"), {}).items():
+            env[env_name(k)] = env_value(v)
+        for k, v in (self.spec.get("env") or {}).items():
+            env[k] = substitute(v, ctx)
+        return env
+
+    def _execute(self) -> tuple[str, int | None, str | None, dict[str, str]]:
+        run_id = self.run_row["id"]
+        workspace = self.root / ".sluice" / "workspaces" / f"run-{run_id}"
+        workspace.mkdir(parents=True, exist_ok=True)
+        outdir = workspace / ".outputs"
+        outdir.mkdir(exist_ok=True)
+        output_file = outdir / f"{self.job['id']}-{self.job['attempt']}"
+        output_file.unlink(missing_ok=True)
+        ctx = self._context()
+        secrets = self._secret_values(ctx)
+        log = LogWriter(self.db, self.job["id"], run_id, secrets)
+        base_env = self._base_env(ctx, workspace, output_file)
+        timeout = self.spec.get("timeout")
+        deadline = time.monotonic() + timeout if timeout else None
+        failed = False
+        exit_code: int | None = 0
+        reason: str | None = None
+        if self.job["attempt"] > 1:
+            log.note(f"--- attempt {self.job['attempt']}")
+        for i, step in enumerate(self.spec["steps"]):
+            if self._cancel:
+                break
+            if failed and step.get("when") != "always":
+                log.note(f"--- skip step {i + 1}: {step['name']} (an earlier step failed)")
+                continue
+            env = dict(base_env)
+            if step.get("method"):
+                try:
+                    given = {k: substitute(v, ctx) for k, v in (step.get("with_") or {}).items()}
+                    specs = {k: spec_from(v) for k, v in (step.get("method_inputs") or {}).items()}
+                    values = validate_inputs(specs, given)
+                except InputError as e:
+                    log.note(f"--- step {i + 1}: {step['name']}: {e}")
+                    failed, exit_code, reason = True, None, f"step {step['name']}: {e}"
+                    continue
+                for k in [k for k in env if k.startswith("INPUT_")]:
+                    del env[k]
+                for k, v in values.items():
+                    env[env_name(k)] = env_value(v)
+                    if specs[k].secret and v:
+                        log.secrets.append(str(v))
+                for k, v in (step.get("method_env") or {}).items():
+                    env[k] = substitute(v, {**ctx, "inputs": values})
+            log.note(f"--- step {i + 1}: {step['name']}")
+            code, why = self._spawn(step["run"], env, log, deadline)
+            if why and not failed:
+                reason = why
+            if code != 0:
+                if not failed:
+                    exit_code = code
+                    reason = reason or f"step {step['name']} exited {code}"
+                failed = True
+        log.flush(final=True)
+        outputs = self._read_outputs(output_file, log)
+        if self._cancel:
+            return "cancelled", exit_code if exit_code else None, self._cancel, outputs
+        if failed:
+            return "failed", exit_code, reason, outputs
+        return "succeeded", 0, None, outputs
+
+    def _secret_values(self, ctx: dict[str, Any]) -> list[str]:
+        names = secret_names(self.plan)
+        values = [str(v) for k, v in {**ctx["inputs"], **loads(self.job.get("fields"), {})}.items()
+                  if k in names and v not in (None, "")]
+        return values
+
+    def _spawn(self, cmd: str | list[str], env: dict[str, str], log: LogWriter,
+               deadline: float | None) -> tuple[int | None, str | None]:
+        """Run one step to the end; returns (exit code, reason when sluice stopped it)."""
+        try:
+            proc = subprocess.Popen(
+                cmd, shell=isinstance(cmd, str), executable="/bin/sh" if isinstance(cmd, str) else None,
+                cwd=str(self.root), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        except OSError as e:
+            log.note(f"cannot start: {e}")
+            return 127, f"cannot start: {e.strerror or e}"
+        self.proc = proc
+        pgid = proc.pid
+        with self.db.write() as tx:
+            tx.execute("UPDATE jobs SET pid = ?, proc_start = ? WHERE id = ? AND claim_token = ?",
+                       (proc.pid, proc_start(proc.pid), self.job["id"], self.token))
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        os.set_blocking(fd, False)
+        sel = selectors.DefaultSelector()
+        sel.register(fd, selectors.EVENT_READ)
+        stopped: str | None = None
+        kill_at: float | None = None
+        eof = False
+        try:
+            while True:
+                if stopped is None:
+                    if self._cancel:
+                        stopped = self._cancel
+                    elif deadline is not None and time.monotonic() >= deadline:
+                        stopped = f"timed out after {_fmt(self.spec.get('timeout'))}"
+                    if stopped:
+                        log.note(f"--- {stopped}: sending SIGTERM to the job's processes")
+                        signal_group(pgid, signal.SIGTERM)
+                        kill_at = time.monotonic() + kill_grace()
+                if kill_at is not None and time.monotonic() >= kill_at:
+                    log.note("--- still running after the grace period: SIGKILL")
+                    signal_group(pgid, signal.SIGKILL)
+                    kill_at = float("inf")
+                if not eof:
+                    for _key, _ in sel.select(timeout=0.05):
+                        try:
+                            data = os.read(fd, CHUNK_BYTES)
+                        except BlockingIOError:
+                            continue
+                        if not data:
+                            eof = True
+                            break
+                        log.feed(data)
+                    if log.buf and time.monotonic() - log.last_flush >= FLUSH_SECONDS:
+                        log.flush()
+                else:
+                    time.sleep(0.02)
+                if proc.poll() is not None:
+                    # main process gone: take what is left in the pipe, then clean up stragglers
+                    while not eof:
+                        try:
+                            data = os.read(fd, CHUNK_BYTES)
+                        except BlockingIOError:
+                            break
+                        if not data:
+                            break
+                        log.feed(data)
+                    signal_group(pgid, signal.SIGKILL)
+                    break
+        finally:
+            sel.close()
+            proc.stdout.close()
+        code = proc.wait()
+        if code < 0:
+            log.note(f"--- killed by signal {-code}")
+        return code, stopped
+
+    def _read_outputs(self, path: Path, log: LogWriter) -> dict[str, str]:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(OUTPUT_LIMIT + 1)
+        except FileNotFoundError:
+            return {}
+        if len(data) > OUTPUT_LIMIT:
+            log.note(f"--- $SLUICE_OUTPUT is over {OUTPUT_LIMIT // 1024} KiB: only the first {OUTPUT_LIMIT // 1024} KiB is kept")
+            data = data[:OUTPUT_LIMIT]
+        out: dict[str, str] = {}
+        for line in data.decode(errors="replace").splitlines():
+            m = _OUTPUT_LINE.match(line)
+            if m:
+                out[m.group(1)] = m.group(2)
+        log.flush(final=True)
+        return out
+
+    # ------------------------------------------------------------ reporting
+
+    def _finish(self, status: str, exit_code: int | None, reason: str | None, outputs: dict[str, str]) -> None:
+        retry = self.spec.get("retry") or {}
+        attempt = self.job["attempt"]
+        will_retry = (
+            status == "failed" and retry and attempt <= int(retry.get("limit") or 0)
+            and (not retry.get("exit_codes") or exit_code in retry["exit_codes"])
+        )
+        with self.db.write() as tx:
+            if will_retry:
+                why = f"retry {attempt} of {retry['limit']} after {reason or 'failure'}"
+                changed = tx.execute(
+                    "UPDATE jobs SET status = 'waiting', reason = ?, exit_code = ?, pid = NULL, agent = NULL "
+                    "WHERE id = ? AND claim_token = ? AND status = 'running'",
+                    (why, exit_code, self.job["id"], self.token))
+                kind, message = "job.retry", f"{self.job['name']} failed ({reason}); {why}"
+            else:
+                changed = tx.execute(
+                    "UPDATE jobs SET status = ?, reason = ?, exit_code = ?, finished_at = ?, outputs = ?, pid = NULL "
+                    "WHERE id = ? AND claim_token = ? AND status = 'running'",
+                    (status, reason, exit_code, now(), dumps(outputs), self.job["id"], self.token))
+                kind = f"job.{status}"
+                message = f"{self.job['name']} {status}" + (f": {reason}" if reason else "")
+            if changed:
+                record_event(tx, kind, f"sluice@{self.agent}", message, run_id=self.run_row["id"],
+                             job_id=self.job["id"], details={"exit_code": exit_code})
+
+
+def _fmt(seconds: float | None) -> str:
+    from ..definitions.durations import format_duration
+
+    return format_duration(seconds or 0)

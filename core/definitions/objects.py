@@ -1,0 +1,166 @@
+"""The validated objects a project's YAML turns into.
+
+Plain dataclasses (not pydantic) so that loading a project stays cheap for the CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+INPUT_TYPES = ("string", "int", "bool")
+IF_VALUES = ("success", "failure", "always")
+LOCK_VALUES = ("none", "until_complete", "until_success")
+CATCH_UP_VALUES = ("none", "latest")
+
+
+@dataclass
+class InputSpec:
+    name: str
+    type: str = "string"
+    required: bool = False
+    default: Any = None
+    enum: list[Any] | None = None
+    pattern: str | None = None
+    description: str = ""
+    secret: bool = False
+
+    @property
+    def env_name(self) -> str:
+        return env_name(self.name)
+
+
+def env_name(name: str) -> str:
+    return "INPUT_" + name.upper().replace("-", "_")
+
+
+@dataclass
+class Retry:
+    limit: int = 0
+    exit_codes: list[int] | None = None
+
+
+@dataclass
+class Method:
+    model: str
+    name: str
+    run: str | list[str]
+    description: str = ""
+    inputs: dict[str, InputSpec] = field(default_factory=dict)
+    timeout: float | None = None
+    retry: Retry | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def target(self) -> str:
+        return f"{self.model}.{self.name}"
+
+
+@dataclass
+class Model:
+    name: str
+    path: Path
+    description: str = ""
+    methods: dict[str, Method] = field(default_factory=dict)
+
+
+@dataclass
+class Step:
+    name: str
+    run: str | list[str] | None = None
+    method: str | None = None
+    with_: dict[str, str] = field(default_factory=dict)
+    when: str = "success"  # or "always"
+
+
+@dataclass
+class Hold:
+    prompt: str = ""
+    approvers: list[str] = field(default_factory=list)
+    fields: dict[str, InputSpec] = field(default_factory=dict)
+    timeout: float | None = None
+
+
+@dataclass
+class Trigger:
+    workflow: str
+    inputs: dict[str, str] = field(default_factory=dict)
+    wait: bool = True
+
+
+@dataclass
+class Job:
+    name: str
+    steps: list[Step] = field(default_factory=list)
+    needs: list[str] = field(default_factory=list)
+    if_: str = "success"
+    hold: Hold | None = None
+    concurrency_group: str | None = None
+    concurrency: int = 1
+    parallelism: int = 1
+    run_on_all_agents: bool = False
+    resources: list[str] = field(default_factory=list)
+    trigger: Trigger | None = None
+    timeout: float | None = None
+    retry: Retry | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Material:
+    name: str
+    git: str | None = None
+    branch: str | None = None
+    workflow: str | None = None
+    trigger: bool = True
+
+
+@dataclass
+class Timer:
+    cron: str
+    catch_up: str = "none"
+
+
+@dataclass
+class Workflow:
+    name: str
+    path: Path
+    description: str = ""
+    inputs: dict[str, InputSpec] = field(default_factory=dict)
+    environment: str | None = None
+    lock: str = "none"
+    timer: Timer | None = None
+    materials: dict[str, Material] = field(default_factory=dict)
+    jobs: dict[str, Job] = field(default_factory=dict)
+
+
+@dataclass
+class AgentSpec:
+    name: str
+    environments: list[str] = field(default_factory=list)
+    resources: list[str] = field(default_factory=list)
+    capacity: int | None = None
+
+
+@dataclass
+class Project:
+    root: Path
+    name: str
+    timezone: str | None = None
+    database: str | None = None
+    capacity: int | None = None
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    environments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    agents: dict[str, AgentSpec] = field(default_factory=dict)
+    models: dict[str, Model] = field(default_factory=dict)
+    workflows: dict[str, Workflow] = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".sluice"
+
+    def method(self, target: str) -> Method | None:
+        model, _, name = target.partition(".")
+        m = self.models.get(model)
+        return m.methods.get(name) if m else None

@@ -1,0 +1,244 @@
+"""The engine process: one per project and host; the lease makes one of them the scheduler.
+
+    python -m core.engine --project DIR
+
+It takes an exclusive lock on .sluice/engine.lock (one engine per project on a host), binds
+the wake socket, takes the scheduler lease, recovers from a crash, then loops: tick, then
+sleep until poked (a datagram), a job finishes, or the next deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from .. import identity
+from ..definitions import DefinitionError, load_project
+from ..service import record_event
+from ..store.db import Database, StoreError, now, resolve_url
+from ..wake import WakeSocket
+from .scheduler import Scheduler
+
+LEASE_SECONDS = 10.0
+IDLE_TICK = 1.0  # a safety net; wake-ups do the real work
+
+
+def lock_path(root: Path) -> Path:
+    return root / ".sluice" / "engine.lock"
+
+
+def info_path(root: Path) -> Path:
+    return root / ".sluice" / "engine.json"
+
+
+def engine_running(root: Path) -> dict | None:
+    """The running engine's info, or None: the lock file tells without asking the database."""
+    path = lock_path(root)
+    if not path.exists():
+        return None
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return json.loads(info_path(root).read_text())
+            except (OSError, ValueError):
+                return {"pid": None}
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None
+
+
+class Lease:
+    """The scheduler lease: one holder per database; the token fences a holder that lost it."""
+
+    def __init__(self, db: Database, holder: str):
+        self.db = db
+        self.holder = holder
+        self.token = 0
+        self.expires = 0.0
+
+    def acquire(self) -> bool:
+        t = now()
+        with self.db.write() as tx:
+            row = tx.one("SELECT * FROM leases WHERE name = 'scheduler'")
+            if row is None:
+                tx.execute("INSERT INTO leases (name, holder, token, expires_at) VALUES ('scheduler', ?, 1, ?)",
+                           (self.holder, t + LEASE_SECONDS))
+                self.token = 1
+            elif row["holder"] == self.holder or row["expires_at"] < t or _dead_local(row["holder"]):
+                token = row["token"] if row["holder"] == self.holder else row["token"] + 1
+                tx.execute("UPDATE leases SET holder = ?, token = ?, expires_at = ? WHERE name = 'scheduler'",
+                           (self.holder, token, t + LEASE_SECONDS))
+                self.token = token
+            else:
+                return False
+        self.expires = t + LEASE_SECONDS
+        return True
+
+    def release(self) -> None:
+        with self.db.write() as tx:
+            tx.execute("UPDATE leases SET expires_at = 0 WHERE name = 'scheduler' AND holder = ?", (self.holder,))
+
+
+def _dead_local(holder: str) -> bool:
+    """A holder on this host whose process is gone (we hold the project's engine lock, so it is dead)."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != identity.host() or not pid.isdigit():
+        return False
+    from ..agents.procs import proc_start
+
+    state = None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X") or proc_start(int(pid)) is None
+
+
+class Engine:
+    def __init__(self, root: Path):
+        self.root = root
+        self.project = load_project(root)
+        self.db = Database(resolve_url(self.project.database, root))
+        self.db.ensure_schema()
+        self.holder = f"{identity.host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease = Lease(self.db, self.holder)
+        self.stop_mode: str | None = None  # "drain" | "now"
+        self.inner_r, self.inner_w = socket.socketpair()
+        self.inner_r.setblocking(False)
+        self.inner_w.setblocking(False)
+        self.scheduler = Scheduler(self.db, self.project, wake=self._wake)
+
+    def _wake(self) -> None:
+        try:
+            self.inner_w.send(b"!")
+        except (BlockingIOError, OSError):
+            pass
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.stop_mode = "now" if signum == signal.SIGINT and self.stop_mode else (
+            "now" if signum == signal.SIGUSR1 else "drain")
+        self._wake()
+
+    def register_agent(self) -> None:
+        t = now()
+        cap = self.scheduler.capacity
+        with self.db.write() as tx:
+            changed = tx.execute(
+                "UPDATE agents SET host = ?, pid = ?, capacity = ?, lost = 0, started_at = ?, heartbeat_at = ? "
+                "WHERE name = ?", (identity.host(), os.getpid(), cap, t, t, self.scheduler.agent))
+            if not changed:
+                tx.insert("agents", {"name": self.scheduler.agent, "host": identity.host(), "pid": os.getpid(),
+                                     "environments": "[]", "resources": "[]", "capacity": cap, "enabled": 1,
+                                     "lost": 0, "started_at": t, "heartbeat_at": t})
+
+    def heartbeat(self) -> None:
+        with self.db.write() as tx:
+            tx.execute("UPDATE agents SET heartbeat_at = ? WHERE name = ?", (now(), self.scheduler.agent))
+
+    def serve(self) -> int:
+        wake = WakeSocket(self.db.url)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # detached: a closing terminal must not stop us
+        sel = selectors.DefaultSelector()
+        sel.register(wake.fileno(), selectors.EVENT_READ, "wake")
+        sel.register(self.inner_r.fileno(), selectors.EVENT_READ, "inner")
+        log(f"engine {self.holder} for {self.root} on {self.db.url}")
+        while not self.lease.acquire():
+            if self.stop_mode:
+                return 0
+            log("another engine holds the scheduler lease; waiting as standby")
+            sel.select(timeout=LEASE_SECONDS / 3)
+        with self.db.write() as tx:
+            record_event(tx, "engine.started", "sluice", f"engine started on {identity.host()} (pid {os.getpid()})")
+        recovered = self.scheduler.recover()
+        if recovered:
+            log(f"recovered {recovered} job(s) left running by a previous engine")
+        self.register_agent()
+        next_beat = 0.0
+        try:
+            while True:
+                t = time.monotonic()
+                if t >= next_beat:
+                    if not self.lease.acquire():
+                        log("lost the scheduler lease; stopping")
+                        self.scheduler.cancel_all("engine lost its lease")
+                        return 1
+                    self.heartbeat()
+                    next_beat = t + LEASE_SECONDS / 3
+                if self.stop_mode:
+                    self.scheduler.draining = True
+                    if self.stop_mode == "now":
+                        self.scheduler.cancel_all("engine stopped")
+                try:
+                    self.scheduler.tick()
+                except StoreError as e:
+                    log(f"tick failed: {e}")
+                if self.stop_mode and not self.scheduler.runners:
+                    break
+                timeout = min(IDLE_TICK, max(0.0, next_beat - time.monotonic()))
+                for key, _ in sel.select(timeout=timeout):
+                    if key.data == "wake":
+                        wake.drain()
+                    else:
+                        try:
+                            while self.inner_r.recv(4096):
+                                pass
+                        except BlockingIOError:
+                            pass
+        finally:
+            self.lease.release()
+            with self.db.write() as tx:
+                record_event(tx, "engine.stopped", "sluice", f"engine stopped on {identity.host()}")
+            wake.close()
+        return 0
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+    sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="sluice-engine")
+    ap.add_argument("--project", required=True)
+    args = ap.parse_args(argv)
+    root = Path(args.project).resolve()
+    state = root / ".sluice"
+    state.mkdir(parents=True, exist_ok=True)
+    lock = open(lock_path(root), "a")  # noqa: SIM115 - held for the life of the process
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log("an engine is already running for this project")
+        return 0
+    try:
+        engine = Engine(root)
+    except DefinitionError as e:
+        log(f"invalid definitions:\n{e}")
+        return 2
+    except StoreError as e:
+        log(str(e))
+        return 2
+    info = {"pid": os.getpid(), "host": identity.host(), "started_at": now(), "url": engine.db.url}
+    info_path(root).write_text(json.dumps(info))
+    try:
+        return engine.serve()
+    finally:
+        info_path(root).unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

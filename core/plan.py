@@ -1,0 +1,78 @@
+"""A run's plan: the snapshot of its definition taken when the run is created.
+
+The engine executes the plan, never the YAML, so editing a workflow does not change runs
+already in flight, and an agent on another host needs no copy of the project.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from .definitions.objects import InputSpec, Job, Method, Project, Step, Workflow
+
+
+def _spec(s: InputSpec) -> dict[str, Any]:
+    return asdict(s)
+
+
+def spec_from(d: dict[str, Any]) -> InputSpec:
+    return InputSpec(**d)
+
+
+def _step(project: Project, step: Step) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": step.name, "when": step.when, "run": step.run, "method": None}
+    if step.method:
+        method = project.method(step.method)
+        assert method is not None  # validated when loading
+        out.update(run=method.run, method=step.method, with_=dict(step.with_),
+                   method_inputs={k: _spec(v) for k, v in method.inputs.items()},
+                   method_env=dict(method.env))
+    return out
+
+
+def _job(project: Project, job: Job, position: int) -> dict[str, Any]:
+    hold = None
+    if job.hold is not None:
+        hold = {"prompt": job.hold.prompt, "approvers": job.hold.approvers,
+                "fields": {k: _spec(v) for k, v in job.hold.fields.items()}, "timeout": job.hold.timeout}
+    trigger = None
+    if job.trigger is not None:
+        trigger = {"workflow": job.trigger.workflow, "inputs": job.trigger.inputs, "wait": job.trigger.wait}
+    return {
+        "name": job.name, "position": position, "needs": job.needs, "if": job.if_, "hold": hold,
+        "group": job.concurrency_group, "concurrency": job.concurrency, "parallelism": job.parallelism,
+        "run_on_all_agents": job.run_on_all_agents, "resources": job.resources, "trigger": trigger,
+        "timeout": job.timeout, "retry": asdict(job.retry) if job.retry else None, "env": job.env,
+        "steps": [_step(project, s) for s in job.steps],
+    }
+
+
+def workflow_plan(project: Project, wf: Workflow) -> dict[str, Any]:
+    return {
+        "kind": "workflow", "name": wf.name, "environment": wf.environment, "lock": wf.lock,
+        "inputs": {k: _spec(v) for k, v in wf.inputs.items()},
+        "jobs": {name: _job(project, job, i) for i, (name, job) in enumerate(wf.jobs.items())},
+    }
+
+
+def method_plan(method: Method) -> dict[str, Any]:
+    job = {
+        "name": method.name, "position": 0, "needs": [], "if": "success", "hold": None, "group": None,
+        "concurrency": 1, "parallelism": 1, "run_on_all_agents": False, "resources": [], "trigger": None,
+        "timeout": method.timeout, "retry": asdict(method.retry) if method.retry else None,
+        "env": dict(method.env),
+        "steps": [{"name": method.target, "when": "success", "run": method.run, "method": None}],
+    }
+    return {"kind": "method", "name": method.target, "environment": None, "lock": "none",
+            "inputs": {k: _spec(v) for k, v in method.inputs.items()}, "jobs": {method.name: job}}
+
+
+def secret_names(plan: dict[str, Any]) -> set[str]:
+    names = {k for k, v in plan["inputs"].items() if v.get("secret")}
+    for job in plan["jobs"].values():
+        if job.get("hold"):
+            names |= {k for k, v in job["hold"]["fields"].items() if v.get("secret")}
+        for step in job["steps"]:
+            names |= {k for k, v in (step.get("method_inputs") or {}).items() if v.get("secret")}
+    return names

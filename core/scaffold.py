@@ -1,0 +1,76 @@
+"""`sluice init` and `sluice demo`: write a small working project, or copy the demo."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .errors import Refused
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
+
+FILES = {
+    "sluice.yaml": """\
+name: {name}
+# timezone: Europe/London      # timers and --at times (default: this machine's zone)
+# database: sqlite:///.sluice/state.db
+groups:
+  seniors: [{user}]
+""",
+    "models/greeter.yaml": """\
+name: greeter
+description: Says hello (an example model)
+methods:
+  greet:
+    description: Greet someone by name
+    inputs:
+      who: {{required: true, description: Who to greet}}
+    run: echo "hello, $INPUT_WHO"
+""",
+    "workflows/hello.yaml": """\
+name: hello
+description: Build, check, then greet (an example workflow)
+inputs:
+  who: {{default: world}}
+jobs:
+  build:
+    steps:
+      - run: echo "building for $INPUT_WHO"; echo "artifact=hello-$SLUICE_RUN_ID" >> "$SLUICE_OUTPUT"
+  check:
+    needs: [build]
+    env:
+      ARTIFACT: ${{{{ jobs.build.outputs.artifact }}}}
+    steps:
+      - run: echo "checking $ARTIFACT"
+  greet:
+    needs: [check]
+    steps:
+      - method: greeter.greet
+        with: {{who: "${{{{ inputs.who }}}}"}}
+""",
+    ".gitignore": ".sluice/\n",
+}
+
+
+def init_project(target: Path) -> Path:
+    from . import identity
+
+    target = target.resolve()
+    if (target / "sluice.yaml").exists():
+        raise Refused(f"{target} already has a sluice.yaml; nothing was changed")
+    for rel, text in FILES.items():
+        path = target / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if rel == ".gitignore" and path.exists():
+            continue
+        name = "".join(c if c.isalnum() or c in "-_." else "-" for c in target.name) or "project"
+        path.write_text(text.format(name=name, user=identity.user()))
+    return target
+
+
+def copy_demo(target: Path) -> Path:
+    target = target.resolve()
+    if (target / "sluice.yaml").exists():
+        return target  # already there: reuse it (and its history)
+    shutil.copytree(DEMO, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".sluice"))
+    return target

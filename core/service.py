@@ -1,0 +1,321 @@
+"""The use cases both faces call: the CLI and the dashboard hold no SQL or rules of their own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import identity, wake
+from .definitions import DefinitionError, InputError, load_project, masked, validate_inputs
+from .definitions.inputs import SECRET_MASK
+from .definitions.loader import did_you_mean
+from .definitions.objects import Project
+from .errors import Invalid, NotFound
+from .plan import method_plan, secret_names, spec_from, workflow_plan
+from .store.db import Database, Tx, dumps, loads, now, resolve_url
+
+FINAL_JOB = ("succeeded", "failed", "rejected", "cancelled", "skipped")
+FINAL_RUN = ("succeeded", "failed", "cancelled")
+ACTIVE_RUN = ("pending", "running", "on_hold")
+
+
+def record_event(tx: Tx, kind: str, actor: str, message: str = "", *, run_id: int | None = None,
+                 job_id: int | None = None, item_id: int | None = None, workflow: str | None = None,
+                 details: dict[str, Any] | None = None) -> None:
+    tx.insert("events", {"at": now(), "actor": actor, "kind": kind, "run_id": run_id, "job_id": job_id,
+                         "item_id": item_id, "workflow": workflow, "message": message,
+                         "details": dumps(details or {})})
+
+
+def create_run(tx: Tx, plan: dict[str, Any], inputs: dict[str, Any], *, trigger: str, actor: str,
+               parent_run_id: int | None = None, parent_job_id: int | None = None,
+               queue_item_id: int | None = None) -> int:
+    """Insert a run and its jobs (pending) in the caller's transaction."""
+    t = now()
+    run_id = tx.insert("runs", {
+        "kind": plan["kind"], "target": plan["name"], "status": "pending", "trigger": trigger,
+        "created_by": actor, "created_at": t, "inputs": dumps(inputs), "plan": dumps(plan),
+        "parent_run_id": parent_run_id, "parent_job_id": parent_job_id, "queue_item_id": queue_item_id,
+        "cancel_requested": 0, "natural_at": t,
+    })
+    for name, job in plan["jobs"].items():
+        n = job.get("parallelism") or 1
+        for i in range(n):
+            tx.insert("jobs", {
+                "run_id": run_id, "name": f"{name}[{i}]" if n > 1 else name, "base": name,
+                "position": job["position"], "copy_key": str(i) if n > 1 else None, "status": "pending",
+                "attempt": 0, "outputs": "{}", "claim_token": 0,
+            })
+    shown = masked({k: spec_from(v) for k, v in plan["inputs"].items()}, inputs)
+    record_event(tx, "run.created", actor, f"run #{run_id} of {plan['name']} created ({trigger})",
+                 run_id=run_id, workflow=plan["name"] if plan["kind"] == "workflow" else None,
+                 details={"trigger": trigger, "inputs": shown})
+    return run_id
+
+
+@dataclass
+class Service:
+    project: Project
+    db: Database
+
+    # ------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, root: Path | None = None) -> Service:
+        """Load and validate the project, open its database at the current schema."""
+        project = load_project(root)
+        db = Database(resolve_url(project.database, project.root))
+        db.ensure_schema()
+        return cls(project, db)
+
+    @property
+    def url(self) -> str:
+        return self.db.url
+
+    def poke(self) -> None:
+        wake.poke(self.db.url)
+
+    # ------------------------------------------------------------ definitions
+
+    def workflow(self, name: str):  # type: ignore[no-untyped-def]
+        wf = self.project.workflows.get(name)
+        if wf is None:
+            raise NotFound(f"no workflow '{name}'{did_you_mean(name, self.project.workflows)}")
+        return wf
+
+    def method(self, model: str, method: str):  # type: ignore[no-untyped-def]
+        m = self.project.models.get(model)
+        if m is None:
+            raise NotFound(f"no model '{model}'{did_you_mean(model, self.project.models)}")
+        meth = m.methods.get(method)
+        if meth is None:
+            raise NotFound(f"model {model} has no method '{method}'{did_you_mean(method, m.methods)}")
+        return meth
+
+    def list_workflows(self) -> list[dict[str, Any]]:
+        last = {r["target"]: r for r in self.db.all(
+            "SELECT r.target, r.id, r.status, r.created_at FROM runs r JOIN "
+            "(SELECT target, MAX(id) AS id FROM runs WHERE kind = 'workflow' GROUP BY target) m ON m.id = r.id")}
+        out = []
+        for wf in self.project.workflows.values():
+            lr = last.get(wf.name)
+            out.append({
+                "name": wf.name, "description": wf.description, "environment": wf.environment,
+                "lock": wf.lock, "timer": wf.timer.cron if wf.timer else None,
+                "jobs": list(wf.jobs), "inputs": {k: _input_view(v) for k, v in wf.inputs.items()},
+                "last_run": {"id": lr["id"], "status": lr["status"]} if lr else None,
+            })
+        return out
+
+    def list_methods(self) -> list[dict[str, Any]]:
+        return [
+            {"model": m.name, "method": meth.name, "target": meth.target, "description": meth.description,
+             "inputs": {k: _input_view(v) for k, v in meth.inputs.items()}}
+            for m in self.project.models.values() for meth in m.methods.values()
+        ]
+
+    # ------------------------------------------------------------ starting runs
+
+    def _validated(self, specs, given: dict[str, Any]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        try:
+            return validate_inputs(specs, given)
+        except InputError as e:
+            raise Invalid(str(e)) from None
+
+    def run_workflow(self, name: str, inputs: dict[str, Any], *, trigger: str = "manual",
+                     actor: str | None = None) -> int:
+        wf = self.workflow(name)
+        values = self._validated(wf.inputs, inputs)
+        plan = workflow_plan(self.project, wf)
+        with self.db.write() as tx:
+            run_id = create_run(tx, plan, values, trigger=trigger, actor=actor or identity.actor())
+        self.poke()
+        return run_id
+
+    def run_method(self, model: str, method: str, inputs: dict[str, Any], *, trigger: str = "manual",
+                   actor: str | None = None) -> int:
+        meth = self.method(model, method)
+        values = self._validated(meth.inputs, inputs)
+        with self.db.write() as tx:
+            run_id = create_run(tx, method_plan(meth), values, trigger=trigger, actor=actor or identity.actor())
+        self.poke()
+        return run_id
+
+    def cancel_run(self, run_id: int, actor: str | None = None) -> dict[str, Any]:
+        actor = actor or identity.actor()
+        with self.db.write() as tx:
+            run = tx.one("SELECT id, status, target FROM runs WHERE id = ?", (run_id,))
+            if run is None:
+                raise NotFound(f"no run #{run_id}")
+            if run["status"] in FINAL_RUN:
+                from .errors import Refused
+
+                raise Refused(f"run #{run_id} already {run['status']}")
+            tx.execute("UPDATE runs SET cancel_requested = 1, cancelled_by = ? WHERE id = ?", (actor, run_id))
+            record_event(tx, "run.cancel_requested", actor, f"cancel of run #{run_id} requested", run_id=run_id)
+        self.poke()
+        return self.run_view(run_id)
+
+    # ------------------------------------------------------------ reading
+
+    def run_row(self, run_id: int) -> dict[str, Any]:
+        run = self.db.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if run is None:
+            raise NotFound(f"no run #{run_id}")
+        return run
+
+    def run_view(self, run_id: int) -> dict[str, Any]:
+        run = self.run_row(run_id)
+        jobs = self.db.all("SELECT * FROM jobs WHERE run_id = ? ORDER BY position, id", (run_id,))
+        mats = self.db.all("SELECT name, revision, timestamp FROM materials WHERE run_id = ? ORDER BY name",
+                           (run_id,))
+        return run_view(run, jobs, mats)
+
+    def list_runs(self, *, workflow: str | None = None, status: str | None = None, order: str = "schedule",
+                  limit: int = 50) -> list[dict[str, Any]]:
+        where, params = [], []
+        if workflow:
+            where.append("target = ?")
+            params.append(workflow)
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        key = "natural_at DESC, id DESC" if order == "natural" else "id DESC"
+        runs = self.db.all(f"SELECT * FROM runs {clause} ORDER BY {key} LIMIT ?", (*params, limit))
+        if not runs:
+            return []
+        ids = [r["id"] for r in runs]
+        marks = ",".join("?" * len(ids))
+        jobs: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+        for j in self.db.all(f"SELECT * FROM jobs WHERE run_id IN ({marks}) ORDER BY position, id", ids):
+            jobs[j["run_id"]].append(j)
+        mats: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+        for m in self.db.all(f"SELECT * FROM materials WHERE run_id IN ({marks}) ORDER BY name", ids):
+            mats[m["run_id"]].append(m)
+        return [run_view(r, jobs[r["id"]], mats[r["id"]]) for r in runs]
+
+    def job_rows(self, run_id: int) -> list[dict[str, Any]]:
+        return self.db.all("SELECT * FROM jobs WHERE run_id = ? ORDER BY position, id", (run_id,))
+
+    def log_chunks(self, run_id: int, *, job: str | None = None, after: int = 0,
+                   limit: int = 500) -> list[dict[str, Any]]:
+        self.run_row(run_id)
+        if job is not None:
+            rows = self.db.all("SELECT id FROM jobs WHERE run_id = ? AND (name = ? OR base = ?)", (run_id, job, job))
+            if not rows:
+                names = [j["name"] for j in self.job_rows(run_id)]
+                raise NotFound(f"run #{run_id} has no job '{job}'{did_you_mean(job, names)}")
+            ids = [r["id"] for r in rows]
+            marks = ",".join("?" * len(ids))
+            return self.db.all(
+                "SELECT l.id, l.job_id, j.name AS job, l.stream, l.data, l.at FROM log_chunks l "
+                f"JOIN jobs j ON j.id = l.job_id WHERE l.job_id IN ({marks}) AND l.id > ? ORDER BY l.id LIMIT ?",
+                (*ids, after, limit))
+        return self.db.all(
+            "SELECT l.id, l.job_id, j.name AS job, l.stream, l.data, l.at FROM log_chunks l "
+            "JOIN jobs j ON j.id = l.job_id WHERE l.run_id = ? AND l.id > ? ORDER BY l.id LIMIT ?",
+            (run_id, after, limit))
+
+    def history(self, limit: int = 50, *, run_id: int | None = None) -> list[dict[str, Any]]:
+        if run_id is not None:
+            rows = self.db.all("SELECT * FROM events WHERE run_id = ? ORDER BY id DESC LIMIT ?", (run_id, limit))
+        else:
+            rows = self.db.all("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
+        return [event_view(r) for r in rows]
+
+    def follow(self, run_id: int, *, poll: float = 0.1, stop_on_hold: bool = True) -> Iterator[tuple[str, Any]]:
+        """Yield ("log", chunk) and ("job", job_row) changes until the run finishes (or waits on a hold).
+
+        Ends with ("run", run_view).
+        """
+        import time
+
+        seen: dict[int, tuple[str, str | None]] = {}
+        after = 0
+        while True:
+            run = self.run_row(run_id)
+            jobs = self.job_rows(run_id)
+            changed = [j for j in jobs if seen.get(j["id"]) != (j["status"], j["reason"])]
+            for j in changed:
+                seen[j["id"]] = (j["status"], j["reason"])
+            # a job's start shows before its output, its end after it
+            for j in changed:
+                if j["status"] not in FINAL_JOB:
+                    yield "job", j
+            while True:
+                chunks = self.log_chunks(run_id, after=after)
+                for c in chunks:
+                    after = c["id"]
+                    yield "log", c
+                if len(chunks) < 500:
+                    break
+            for j in changed:
+                if j["status"] in FINAL_JOB:
+                    yield "job", j
+            if run["status"] in FINAL_RUN or (stop_on_hold and run["status"] == "on_hold"):
+                yield "run", self.run_view(run_id)
+                return
+            time.sleep(poll)
+
+    def wait_run(self, run_id: int, *, poll: float = 0.1, stop_on_hold: bool = True) -> dict[str, Any]:
+        for kind, value in self.follow(run_id, poll=poll, stop_on_hold=stop_on_hold):
+            if kind == "run":
+                return value
+        raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------- JSON shapes (SPEC 10)
+
+
+def iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    from datetime import datetime
+
+    return datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
+
+
+def run_view(run: dict[str, Any], jobs: list[dict[str, Any]], mats: list[dict[str, Any]]) -> dict[str, Any]:
+    plan = loads(run["plan"], {})
+    specs = {k: spec_from(v) for k, v in plan.get("inputs", {}).items()}
+    return {
+        "id": run["id"], "kind": run["kind"], "target": run["target"], "status": run["status"],
+        "trigger": run["trigger"], "created_by": run["created_by"], "created_at": iso(run["created_at"]),
+        "started_at": iso(run["started_at"]), "finished_at": iso(run["finished_at"]),
+        "inputs": masked(specs, loads(run["inputs"], {})), "parent_run_id": run["parent_run_id"],
+        "materials": [{"name": m["name"], "revision": m["revision"], "timestamp": iso(m["timestamp"])} for m in mats],
+        "jobs": [job_view(j, plan) for j in jobs],
+    }
+
+
+def job_view(j: dict[str, Any], plan: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": j["name"], "status": j["status"], "reason": j["reason"], "agent": j["agent"],
+        "exit_code": j["exit_code"], "started_at": iso(j["started_at"]), "finished_at": iso(j["finished_at"]),
+        "outputs": loads(j["outputs"], {}), "released_by": j["released_by"], "released_at": iso(j["released_at"]),
+        "comment": j["comment"],
+    }
+
+
+def event_view(e: dict[str, Any]) -> dict[str, Any]:
+    return {"id": e["id"], "at": iso(e["at"]), "actor": e["actor"], "kind": e["kind"], "run_id": e["run_id"],
+            "job_id": e["job_id"], "item_id": e["item_id"], "workflow": e["workflow"], "message": e["message"],
+            "details": loads(e["details"], {})}
+
+
+def _input_view(spec) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return {"type": spec.type, "required": spec.required, "default": None if spec.secret else spec.default,
+            "enum": spec.enum, "pattern": spec.pattern, "description": spec.description, "secret": spec.secret}
+
+
+def mask_text(text: str, secrets: list[str]) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(s, SECRET_MASK)
+    return text
+
+
+__all__ = ["DefinitionError", "Service", "create_run", "record_event", "secret_names"]

@@ -1,0 +1,140 @@
+"""Real projects in tmp dirs, the real CLI in subprocesses, real engines (stopped after each test)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self):  # noqa: ANN201
+        return json.loads(self.out)
+
+
+class Proj:
+    def __init__(self, root: Path, template_db: Path):
+        self.root = root
+        self.template_db = template_db
+
+    def write(self, rel: str, text: str) -> Path:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+        env.update({"SLUICE_KILL_GRACE": "2", "NO_COLOR": "1", "PYTHONPATH": str(REPO)})
+        env.update(extra)
+        return env
+
+    def sluice(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60,
+               input: str | None = None) -> Result:
+        p = subprocess.run(
+            [sys.executable, "-m", "tui.cli", *args], cwd=self.root, env=self.env(**(env or {})),
+            capture_output=True, text=True, timeout=timeout, input=input,
+        )
+        return Result(p.returncode, p.stdout, p.stderr)
+
+    def ok(self, *args: str, **kw) -> Result:  # noqa: ANN003
+        r = self.sluice(*args, **kw)
+        assert r.code == 0, f"sluice {' '.join(args)} -> {r.code}\nstdout: {r.out}\nstderr: {r.err}"
+        return r
+
+    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "tui.cli", *args], cwd=self.root, env=self.env(**(env or {})),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def engine_info(self) -> dict | None:
+        try:
+            return json.loads((self.root / ".sluice" / "engine.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def service(self):  # noqa: ANN201
+        from core.service import Service
+
+        return Service.open(self.root)
+
+    def wait_for(self, check: Callable[[], object], timeout: float = 20, what: str = "condition") -> object:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def kill_engine(self, sig: int = signal.SIGKILL) -> None:
+        info = self.engine_info()
+        if info and info.get("pid"):
+            try:
+                os.kill(info["pid"], sig)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not gone(info["pid"]):
+                time.sleep(0.02)
+
+
+def gone(pid: int) -> bool:
+    """Dead or a zombie (in a container, nobody may reap an orphan)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Migrate one database per test session; each project starts from a copy (fast, and real)."""
+    from core.store.migrate import upgrade
+
+    path = tmp_path_factory.mktemp("template") / "state.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def proj(tmp_path: Path, template_db: Path) -> Iterator[Proj]:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / ".sluice").mkdir()
+    shutil.copy(template_db, root / ".sluice" / "state.db")
+    p = Proj(root, template_db)
+    p.write("sluice.yaml", "name: test\ncapacity: 4\n")
+    yield p
+    p.kill_engine()
+    # job processes of a killed engine are in their own sessions: make sure none outlive the test
+    subprocess.run(["pkill", "-KILL", "-f", f"SLUICE_TEST_MARK={root}"], check=False)
+
+
+@pytest.fixture
+def fresh_proj(tmp_path: Path) -> Iterator[Proj]:
+    """A project without a pre-made database (to test creation and migration)."""
+    root = tmp_path / "fresh"
+    root.mkdir()
+    p = Proj(root, Path())
+    p.write("sluice.yaml", "name: fresh\n")
+    yield p
+    p.kill_engine()

@@ -1,0 +1,195 @@
+"""The engine as a process: timeouts, retries, cancel, crash recovery, bounded memory, control."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from conftest import Proj, gone
+
+
+def pids_alive(pids: list[int]) -> list[int]:
+    return [p for p in pids if not gone(p)]
+
+
+def child_pids(proj: Proj, count: int) -> list[int]:
+    """Pids the job wrote to its workspace (the shell and its background children)."""
+    path = proj.root / "pids"
+    proj.wait_for(lambda: path.exists() and len(path.read_text().split()) >= count, what="job pids")
+    return [int(p) for p in path.read_text().split()]
+
+
+TREE = """\
+name: w
+jobs:
+  long:
+    {extra}
+    steps:
+      - run: 'sleep 300 & echo $! >> pids; sleep 300 & echo $! >> pids; echo $$ >> pids; wait'
+"""
+
+
+def test_timeout_kills_the_process_tree(proj: Proj) -> None:
+    proj.write("workflows/w.yaml", TREE.format(extra="timeout: 1s"))
+    r = proj.sluice("workflow", "run", "w", "--json")
+    assert r.code == 1
+    job = r.json["jobs"][0]
+    assert job["status"] == "failed" and job["reason"] == "timed out after 1.0s"
+    assert pids_alive(child_pids(proj, 3)) == []
+
+
+def test_cancel_kills_the_process_tree(proj: Proj) -> None:
+    proj.write("workflows/w.yaml", TREE.format(extra="env: {A: b}") + "  after: {needs: [long], steps: [{run: echo no}]}\n")
+    proj.ok("workflow", "run", "w", "--detach")
+    pids = child_pids(proj, 3)
+    assert len(pids_alive(pids)) == 3
+    view = proj.ok("run", "cancel", "1", "--wait", "--json").json
+    assert view["status"] == "cancelled"
+    statuses = {j["name"]: (j["status"], j["reason"]) for j in view["jobs"]}
+    assert statuses["long"][0] == "cancelled" and statuses["long"][1].startswith("cancelled by ")
+    assert statuses["after"][0] == "cancelled"
+    assert pids_alive(pids) == []
+    assert proj.sluice("run", "cancel", "1").code == 3  # already finished
+
+
+def test_cancel_escalates_to_sigkill(proj: Proj) -> None:
+    proj.write("workflows/w.yaml", """\
+        name: w
+        jobs:
+          stubborn: {steps: [{run: "trap '' TERM; echo $$ > pids; while true; do sleep 0.1; done"}]}
+        """)
+    proj.ok("workflow", "run", "w", "--detach")
+    pids = child_pids(proj, 1)
+    proj.ok("run", "cancel", "1", "--wait")  # SLUICE_KILL_GRACE=2 in tests
+    assert pids_alive(pids) == []
+    assert "SIGKILL" in proj.ok("run", "logs", "1").out
+
+
+def test_retry_reruns_failed_jobs_up_to_the_limit(proj: Proj) -> None:
+    proj.write("workflows/w.yaml", """\
+        name: w
+        jobs:
+          flaky:
+            retry: {limit: 3}
+            steps: [{run: 'echo x >> tries; [ "$(wc -l < tries)" -ge 3 ]'}]
+          never:
+            retry: {limit: 2, exit_codes: [75]}
+            steps: [{run: 'echo y >> tries2; exit 1'}]
+        """)
+    r = proj.sluice("workflow", "run", "w", "--json")
+    js = {j["name"]: j for j in r.json["jobs"]}
+    assert js["flaky"]["status"] == "succeeded"
+    assert (proj.root / "tries").read_text().count("x") == 3
+    assert js["never"]["status"] == "failed"  # exit 1 is not in exit_codes: no retry
+    assert (proj.root / "tries2").read_text().count("y") == 1
+    assert "job.retry" in [e["kind"] for e in proj.ok("history", "--json").json]
+
+
+def test_engine_sigkill_then_restart_is_consistent(proj: Proj) -> None:
+    proj.write("workflows/w.yaml", """\
+        name: w
+        jobs:
+          slow: {steps: [{run: 'echo $$ > pids; echo started >> starts; sleep 300'}]}
+          next: {needs: [slow], if: always, steps: [{run: 'echo next >> starts'}]}
+        """)
+    proj.ok("workflow", "run", "w", "--detach")
+    pids = child_pids(proj, 1)
+    proj.kill_engine(signal.SIGKILL)
+    assert pids_alive(pids) == pids  # the job's process outlives the engine in its own session
+    proj.ok("engine", "start")
+    view = proj.wait_for(lambda: (v := proj.ok("run", "show", "1", "--json").json)["status"] == "failed" and v,
+                         what="run to finish after restart")
+    js = {j["name"]: j for j in view["jobs"]}
+    assert js["slow"]["status"] == "failed" and js["slow"]["reason"] == "engine restarted"
+    assert js["next"]["status"] == "succeeded"
+    assert pids_alive(pids) == []  # the orphan was stopped, not left running
+    assert (proj.root / "starts").read_text().splitlines() == ["started", "next"]  # nothing started twice
+
+
+def test_engine_sigkill_at_random_moments_never_leaves_running_jobs(proj: Proj) -> None:
+    proj.write("workflows/w.yaml", """\
+        name: w
+        jobs:
+          a: {parallelism: 6, steps: [{run: 'echo "$SLUICE_JOB" >> starts; sleep 0.2'}]}
+          b: {needs: [a], if: always, steps: [{run: 'echo "$SLUICE_JOB" >> starts'}]}
+        """)
+    for i in range(3):
+        proj.ok("workflow", "run", "w", "--detach")
+        time.sleep(0.15 * (i + 1))
+        proj.kill_engine(signal.SIGKILL)
+        proj.ok("engine", "start")
+    svc = proj.service()
+    proj.wait_for(lambda: all(r["status"] in ("succeeded", "failed") for r in svc.list_runs()), what="all runs final")
+    for run in svc.list_runs():
+        for j in run["jobs"]:
+            assert j["status"] in ("succeeded", "failed", "skipped"), j
+            if j["status"] == "failed":
+                assert j["reason"] == "engine restarted"
+    starts = (proj.root / "starts").read_text().splitlines()
+    # every job name of every run started at most once (per run: a[0..5], b)
+    assert len(starts) <= 3 * 7
+
+
+def test_large_output_streams_in_bounded_memory(proj: Proj) -> None:
+    proj.write("workflows/w.yaml", """\
+        name: w
+        jobs: {big: {steps: [{run: "head -c 80000000 /dev/zero | tr '\\\\0' x | fold -w 100"}]}}
+        """)
+    proj.ok("workflow", "run", "w", "--detach")
+    info = proj.wait_for(proj.engine_info, what="engine")
+    peak = 0
+    svc = proj.service()
+    while svc.run_view(1)["status"] not in ("succeeded", "failed"):
+        with open(f"/proc/{info['pid']}/status") as f:
+            rss = next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS"))
+        peak = max(peak, rss)
+        time.sleep(0.05)
+    assert svc.run_view(1)["status"] == "succeeded"
+    stored = svc.db.scalar("SELECT SUM(LENGTH(data)) FROM log_chunks WHERE stream = 'out'")
+    assert stored == 80_000_000 + 799_999  # every byte, with the newlines fold adds between lines
+    biggest = svc.db.scalar("SELECT MAX(LENGTH(data)) FROM log_chunks")
+    assert biggest <= 64 * 1024 + 4
+    assert peak < 120_000, f"engine RSS peaked at {peak} KiB for 80 MB of output"
+
+
+def test_engine_start_status_stop(proj: Proj) -> None:
+    proj.write("workflows/w.yaml", 'name: w\njobs: {j: {steps: [{run: "true"}]}}\n')
+    assert proj.ok("engine", "status", "--json").json == {"running": False}
+    r = proj.ok("engine", "start")
+    assert "engine started in the background" in r.out
+    st = proj.ok("engine", "status", "--json").json
+    assert st["running"] is True and isinstance(st["pid"], int)
+    assert "already running" in proj.ok("engine", "start").out
+    assert proj.ok("engine", "stop").out.strip() == "engine stopped"
+    assert proj.ok("engine", "status", "--json").json == {"running": False}
+    kinds = [e["kind"] for e in proj.ok("history", "--json").json]
+    assert kinds[:2] == ["engine.stopped", "engine.started"]
+
+
+def test_engine_stop_waits_for_running_jobs(proj: Proj) -> None:
+    proj.write("workflows/w.yaml", 'name: w\njobs: {j: {steps: [{run: "sleep 1; echo finished"}]}}\n')
+    proj.ok("workflow", "run", "w", "--detach")
+    proj.wait_for(lambda: proj.ok("run", "show", "1", "--json").json["status"] == "running", what="running")
+    proj.ok("engine", "stop")
+    assert proj.ok("run", "show", "1", "--json").json["status"] == "succeeded"
+
+
+def test_engine_foreground(proj: Proj) -> None:
+    proj.write("workflows/w.yaml", 'name: w\njobs: {j: {steps: [{run: "true"}]}}\n')
+    p = proj.popen("engine", "start", "--foreground")
+    proj.wait_for(proj.engine_info, what="engine info")
+    assert proj.engine_info()["pid"] == p.pid
+    proj.ok("workflow", "run", "w")
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=20) == 0
+
+
+def test_runs_survive_the_client_going_away(proj: Proj) -> None:
+    proj.write("workflows/w.yaml", 'name: w\njobs: {j: {steps: [{run: "sleep 1; echo done"}]}}\n')
+    p = proj.popen("workflow", "run", "w")
+    proj.wait_for(lambda: (proj.root / ".sluice" / "engine.json").exists(), what="engine")
+    time.sleep(0.3)
+    p.send_signal(signal.SIGHUP)  # the terminal (or SSH session) closes
+    p.wait(timeout=10)
+    svc = proj.service()
+    assert svc.wait_run(1)["status"] == "succeeded"

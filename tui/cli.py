@@ -1,0 +1,541 @@
+"""The command line: parse, call a use case in core, render. No SQL and no rules here.
+
+Imports stay lazy: `sluice --version` and listings must not pay for SQLAlchemy or Textual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+VERSION = "0.1.0"
+
+GLYPHS = {
+    "pending": "○", "waiting": "…", "held": "⏸", "on_hold": "⏸", "running": "▶", "succeeded": "✓",
+    "failed": "✗", "rejected": "⛔", "cancelled": "⊘", "skipped": "↷", "queued": "◆", "executed": "✓",
+    "purged": "⌫",
+}
+COLOURS = {"succeeded": "32", "failed": "31", "rejected": "31", "held": "33", "on_hold": "33", "running": "36",
+           "cancelled": "35", "waiting": "34"}
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+# ---------------------------------------------------------------- output helpers
+
+
+class Out:
+    def __init__(self, as_json: bool):
+        self.json = as_json
+        self.tty = sys.stdout.isatty()
+        self.colour = self.tty and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+    def status(self, s: str) -> str:
+        text = f"{GLYPHS.get(s, '?')} {s}"
+        if self.colour and s in COLOURS:
+            return f"\x1b[{COLOURS[s]}m{text}\x1b[0m"
+        return text
+
+    def emit(self, doc: Any) -> None:
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+
+    def line(self, text: str = "") -> None:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    def table(self, headers: list[str], rows: list[list[Any]]) -> None:
+        cells = [[("" if c is None else str(c)) for c in r] for r in rows]
+        widths = [max([len(h)] + [_width(r[i]) for r in cells]) for i, h in enumerate(headers)]
+        self.line("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+        for r in cells:
+            self.line("  ".join(c + " " * (w - _width(c)) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _width(s: str) -> int:
+    import re
+
+    return len(re.sub(r"\x1b\[[0-9;]*m", "", s))
+
+
+def note(message: str) -> None:
+    sys.stderr.write(f"sluice: {message}\n")
+    sys.stderr.flush()
+
+
+def ago(iso_time: str | None) -> str:
+    if not iso_time:
+        return ""
+    from datetime import datetime
+
+    from core.definitions.durations import format_duration
+
+    t = datetime.fromisoformat(iso_time).timestamp()
+    import time
+
+    return format_duration(time.time() - t) + " ago"
+
+
+def short_time(iso_time: str | None) -> str:
+    return iso_time[:19].replace("T", " ") if iso_time else ""
+
+
+# ---------------------------------------------------------------- the parser
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="sluice", description="Stage it, review it, release it.")
+    p.add_argument("--version", action="version", version=f"sluice {VERSION}")
+    p.add_argument("--project", metavar="DIR", help="project directory (default: walk up from here; or SLUICE_PROJECT)")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
+
+    def cmd(parent: Any, name: str, help: str, json_flag: bool = True) -> Parser:
+        c = parent.add_parser(name, help=help, description=help)
+        if json_flag:
+            c.add_argument("--json", action="store_true", help="one JSON document on stdout")
+        return c
+
+    sub.add_parser("tui", help="open the dashboard").add_argument("--read-only", action="store_true")
+    sub.add_parser("demo", help="copy the demo project to a folder and open it in the dashboard").add_argument(
+        "dir", nargs="?", help="where to put the demo project (default: ./sluice-demo)")
+    c = cmd(sub, "init", "write a small working project", json_flag=False)
+    c.add_argument("dir", nargs="?", default=".")
+    cmd(sub, "validate", "check every definition; exit 2 on problems")
+    c = cmd(sub, "history", "the audit trail: every state change, newest first")
+    c.add_argument("--limit", type=int, default=50)
+    c.add_argument("--run", type=int, help="only events of this run")
+
+    eng = sub.add_parser("engine", help="control the background engine").add_subparsers(
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+    c = cmd(eng, "start", "start the engine (detached unless --foreground)")
+    c.add_argument("--foreground", action="store_true", help="stay attached (for service managers)")
+    c = cmd(eng, "stop", "stop the engine after its running jobs finish")
+    c.add_argument("--now", action="store_true", help="cancel running jobs instead of waiting for them")
+    cmd(eng, "status", "is the engine running, and where")
+
+    wf = sub.add_parser("workflow", help="workflows").add_subparsers(
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+    cmd(wf, "list", "the project's workflows")
+    cmd(wf, "show", "one workflow's definition and state").add_argument("name")
+    c = cmd(wf, "run", "start a run and follow it until it finishes or waits on a hold")
+    c.add_argument("name")
+    c.add_argument("--input", "-i", action="append", metavar="K=V", help="an input (repeatable)")
+    c.add_argument("--detach", "-d", action="store_true", help="return the run id at once")
+
+    me = sub.add_parser("method", help="methods of models").add_subparsers(
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+    cmd(me, "list", "every model's methods")
+    c = cmd(me, "run", "run one method now and follow it")
+    c.add_argument("model")
+    c.add_argument("method")
+    c.add_argument("--input", "-i", action="append", metavar="K=V", help="an input (repeatable)")
+    c.add_argument("--detach", "-d", action="store_true", help="return the run id at once")
+
+    ru = sub.add_parser("run", help="runs").add_subparsers(
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+    c = cmd(ru, "list", "runs, newest first")
+    c.add_argument("--workflow", "-w")
+    c.add_argument("--status", "-s", choices=["pending", "running", "on_hold", "succeeded", "failed", "cancelled"])
+    c.add_argument("--order", choices=["schedule", "natural"], default="schedule")
+    c.add_argument("--limit", "-n", type=int, default=20)
+    cmd(ru, "show", "one run with its jobs").add_argument("run", type=int)
+    c = cmd(ru, "logs", "a run's output", json_flag=True)
+    c.add_argument("run", type=int)
+    c.add_argument("--job", "-j")
+    c.add_argument("--follow", "-f", action="store_true", help="keep printing until the run finishes")
+    c = cmd(ru, "cancel", "cancel a run: SIGTERM to its jobs' processes, SIGKILL after 10s")
+    c.add_argument("run", type=int)
+    c.add_argument("--wait", action="store_true", help="wait until the run has stopped")
+    return p
+
+
+# ---------------------------------------------------------------- opening the project
+
+
+def project_dir(args: argparse.Namespace) -> Path | None:
+    return Path(args.project) if args.project else None
+
+
+def open_service(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from core.service import Service
+
+    return Service.open(project_dir(args))
+
+
+def ensure_engine(svc: Any) -> None:
+    from core.engine import control
+
+    if control.status(svc.project.root) is None:
+        info = control.start_background(svc.project.root)
+        note(f"started the engine in the background (pid {info.get('pid')}); "
+             f"runs go on if this terminal closes. Log: .sluice/engine.log")
+
+
+# ---------------------------------------------------------------- commands
+
+
+def do_validate(args: argparse.Namespace, out: Out) -> int:
+    from core.definitions import load_project
+
+    project = load_project(project_dir(args))
+    if out.json:
+        out.emit({"valid": True, "problems": [], "workflows": sorted(project.workflows),
+                  "models": sorted(project.models)})
+    else:
+        out.line(f"{project.name}: {len(project.workflows)} workflow(s), {len(project.models)} model(s): all valid")
+    return 0
+
+
+def do_init(args: argparse.Namespace, out: Out) -> int:
+    from core.scaffold import init_project
+
+    root = init_project(Path(args.dir))
+    out.line(f"created a sluice project in {root}")
+    out.line("next: cd there, then 'sluice validate' and 'sluice workflow run hello'")
+    return 0
+
+
+def do_engine(args: argparse.Namespace, out: Out) -> int:
+    from core.definitions import find_project_root
+    from core.engine import control
+
+    root = find_project_root(project_dir(args)) if args.project else find_project_root()
+    if args.sub == "status":
+        info = control.status(root)
+        if out.json:
+            out.emit({"running": bool(info), **(info or {})})
+        elif info:
+            out.line(f"engine running: pid {info.get('pid')} on {info.get('host')}")
+        else:
+            out.line("engine not running")
+        return 0
+    if args.sub == "stop":
+        stopped = control.stop(root, now=args.now)
+        if out.json:
+            out.emit({"stopped": stopped})
+        else:
+            out.line("engine stopped" if stopped else "engine was not running")
+        return 0
+    if args.foreground:
+        from core.engine.main import main as engine_main
+
+        return engine_main(["--project", str(root)])
+    open_service(args)  # validates definitions and migrates before we detach
+    info = control.status(root)
+    if info:
+        msg = f"engine already running (pid {info.get('pid')})"
+    else:
+        info = control.start_background(root)
+        msg = f"engine started in the background (pid {info.get('pid')})"
+    if out.json:
+        out.emit({"running": True, **info})
+    else:
+        out.line(msg)
+    return 0
+
+
+def do_workflow(args: argparse.Namespace, out: Out) -> int:
+    svc = open_service(args)
+    if args.sub == "list":
+        rows = svc.list_workflows()
+        if out.json:
+            out.emit(rows)
+            return 0
+        out.table(["workflow", "jobs", "lock", "timer", "last run", "description"], [
+            [w["name"], len(w["jobs"]), w["lock"] if w["lock"] != "none" else "",
+             w["timer"] or "", (f"#{w['last_run']['id']} " + out.status(w["last_run"]["status"])) if w["last_run"] else "",
+             w["description"]] for w in rows])
+        return 0
+    if args.sub == "show":
+        wf = svc.workflow(args.name)
+        info = next(w for w in svc.list_workflows() if w["name"] == wf.name)
+        if out.json:
+            out.emit(info)
+            return 0
+        out.line(f"workflow {wf.name}" + (f": {wf.description}" if wf.description else ""))
+        out.line(f"  file: {os.path.relpath(wf.path, svc.project.root)}")
+        if wf.environment:
+            out.line(f"  environment: {wf.environment}")
+        if wf.lock != "none":
+            out.line(f"  lock: {wf.lock}")
+        if wf.timer:
+            out.line(f"  timer: {wf.timer.cron} (catch_up: {wf.timer.catch_up})")
+        for name, spec in wf.inputs.items():
+            bits = [spec.type] + (["required"] if spec.required else []) + (
+                [f"default {spec.default}"] if spec.default is not None and not spec.secret else []) + (
+                [f"one of {', '.join(map(str, spec.enum))}"] if spec.enum else []) + (["secret"] if spec.secret else [])
+            out.line(f"  input {name}: {', '.join(bits)}")
+        out.line("  jobs:")
+        for name, job in wf.jobs.items():
+            extra = []
+            if job.needs:
+                extra.append("needs " + ", ".join(job.needs))
+            if job.if_ != "success":
+                extra.append(f"if {job.if_}")
+            if job.hold:
+                extra.append("hold")
+            out.line(f"    {name}" + (f" ({'; '.join(extra)})" if extra else ""))
+        if info["last_run"]:
+            out.line(f"  last run: #{info['last_run']['id']} {out.status(info['last_run']['status'])}")
+        return 0
+    return start_and_follow(args, out, svc, lambda inputs: svc.run_workflow(args.name, inputs))
+
+
+def do_method(args: argparse.Namespace, out: Out) -> int:
+    svc = open_service(args)
+    if args.sub == "list":
+        rows = svc.list_methods()
+        if out.json:
+            out.emit(rows)
+            return 0
+        out.table(["model", "method", "inputs", "description"], [
+            [m["model"], m["method"], ", ".join(k + ("*" if v["required"] else "") for k, v in m["inputs"].items()),
+             m["description"]] for m in rows])
+        return 0
+    return start_and_follow(args, out, svc, lambda inputs: svc.run_method(args.model, args.method, inputs))
+
+
+def start_and_follow(args: argparse.Namespace, out: Out, svc: Any, start: Any) -> int:
+    from core.definitions import InputError, parse_pairs
+    from core.errors import Invalid
+
+    try:
+        inputs = parse_pairs(args.input)
+    except InputError as e:
+        raise Invalid(str(e)) from None
+    run_id = start(inputs)
+    ensure_engine(svc)
+    if args.detach:
+        if out.json:
+            out.emit(svc.run_view(run_id))
+        else:
+            out.line(str(run_id))
+        return 0
+    if not out.json:
+        run = svc.run_view(run_id)
+        note(f"run #{run_id} of {run['target']} started; Ctrl-C stops following (the run goes on)")
+    try:
+        view = follow(svc, run_id, out)
+    except KeyboardInterrupt:
+        note(f"stopped following run #{run_id}; it goes on. 'sluice run show {run_id}'")
+        return 130
+    if out.json:
+        out.emit(view)
+    return 0 if view["status"] in ("succeeded", "on_hold") else 1
+
+
+def follow(svc: Any, run_id: int, out: Out, *, stop_on_hold: bool = True, logs_only: bool = False,
+           job: str | None = None) -> dict[str, Any]:
+    """Print a run's output and job changes live; return the final run view."""
+    view: dict[str, Any] = {}
+    pending_nl: dict[str, bool] = {}
+    for kind, value in svc.follow(run_id, stop_on_hold=stop_on_hold):
+        if kind == "log":
+            if out.json or (job and value["job"] != job and not value["job"].startswith(job + "[")):
+                continue
+            prefix = f"[{value['job']}] "
+            text = value["data"]
+            lines = text.split("\n")
+            buf = []
+            for i, ln in enumerate(lines):
+                last = i == len(lines) - 1
+                if last and ln == "":
+                    break
+                start = not pending_nl.get(value["job"], False)
+                buf.append((prefix if start else "") + ln + ("" if last else "\n"))
+                pending_nl[value["job"]] = last
+            sys.stdout.write("".join(buf))
+            sys.stdout.flush()
+        elif kind == "job" and not out.json and not logs_only:
+            j = value
+            if j["status"] in ("pending", "waiting"):
+                continue
+            if pending_nl.get(j["name"]):
+                sys.stdout.write("\n")
+                pending_nl[j["name"]] = False
+            reason = f": {j['reason']}" if j["reason"] else ""
+            out.line(f"{out.status(j['status'])} {j['name']}{reason}")
+            if j["status"] == "held":
+                out.line(f"  release: sluice workflow release {j['name']} --run {run_id}")
+                out.line(f"  reject:  sluice workflow reject {j['name']} --run {run_id} --reason '…'")
+        elif kind == "run":
+            view = value
+            if not out.json and not logs_only:
+                out.line(f"run #{run_id} {out.status(view['status'])}")
+    return view
+
+
+def do_run(args: argparse.Namespace, out: Out) -> int:
+    svc = open_service(args)
+    if args.sub == "list":
+        rows = svc.list_runs(workflow=args.workflow, status=args.status, order=args.order, limit=args.limit)
+        if out.json:
+            out.emit(rows)
+            return 0
+        out.table(["run", "target", "status", "trigger", "by", "created", "jobs"], [
+            [f"#{r['id']}", r["target"], out.status(r["status"]), r["trigger"], r["created_by"].split("@")[0],
+             short_time(r["created_at"]), _job_summary(r["jobs"])] for r in rows])
+        return 0
+    if args.sub == "show":
+        view = svc.run_view(args.run)
+        if out.json:
+            out.emit(view)
+            return 0
+        out.line(f"run #{view['id']} {view['kind']} {view['target']}: {out.status(view['status'])}")
+        out.line(f"  trigger {view['trigger']} by {view['created_by']} at {short_time(view['created_at'])}")
+        if view["parent_run_id"]:
+            out.line(f"  parent run #{view['parent_run_id']}")
+        if view["inputs"]:
+            out.line("  inputs: " + ", ".join(f"{k}={v}" for k, v in view["inputs"].items()))
+        for m in view["materials"]:
+            out.line(f"  material {m['name']}: {m['revision']} ({short_time(m['timestamp'])})")
+        out.table(["job", "status", "agent", "exit", "started", "finished", "reason / outputs"], [
+            [j["name"], out.status(j["status"]), j["agent"] or "", "" if j["exit_code"] is None else j["exit_code"],
+             short_time(j["started_at"]), short_time(j["finished_at"]),
+             "; ".join(x for x in [j["reason"] or "", ", ".join(f"{k}={v}" for k, v in j["outputs"].items()),
+                                   f"released by {j['released_by']}" if j["released_by"] else ""] if x)]
+            for j in view["jobs"]])
+        return 0
+    if args.sub == "logs":
+        if args.follow:
+            view = svc.run_view(args.run)
+            if args.job and not any(j["name"] == args.job or j["name"].startswith(args.job + "[")
+                                    for j in view["jobs"]):
+                svc.log_chunks(args.run, job=args.job)  # raises NotFound with a did-you-mean
+            try:
+                follow(svc, args.run, out, stop_on_hold=False, logs_only=True, job=args.job)
+            except KeyboardInterrupt:
+                return 130
+            return 0
+        chunks = []
+        after = 0
+        while True:
+            batch = svc.log_chunks(args.run, job=args.job, after=after)
+            chunks.extend(batch)
+            if len(batch) < 500:
+                break
+            after = batch[-1]["id"]
+        if out.json:
+            out.emit([{"job": c["job"], "stream": c["stream"], "text": c["data"]} for c in chunks])
+            return 0
+        for c in chunks:
+            sys.stdout.write(c["data"])
+        sys.stdout.flush()
+        return 0
+    # cancel
+    view = svc.cancel_run(args.run)
+    if args.wait:
+        view = svc.wait_run(args.run, stop_on_hold=False)
+    if out.json:
+        out.emit(view)
+    else:
+        out.line(f"run #{args.run}: cancel requested" if not args.wait else f"run #{args.run} {out.status(view['status'])}")
+    return 0
+
+
+def _job_summary(jobs: list[dict[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for j in jobs:
+        counts[j["status"]] = counts.get(j["status"], 0) + 1
+    return " ".join(f"{GLYPHS.get(s, '?')}{n}" for s, n in counts.items())
+
+
+def do_history(args: argparse.Namespace, out: Out) -> int:
+    svc = open_service(args)
+    rows = svc.history(args.limit, run_id=args.run)
+    if out.json:
+        out.emit(rows)
+        return 0
+    out.table(["time", "actor", "event", "what"], [
+        [short_time(e["at"]), e["actor"], e["kind"], e["message"]] for e in rows])
+    return 0
+
+
+def do_tui(args: argparse.Namespace, out: Out) -> int:
+    raise UsageError("sluice tui: the dashboard is not built yet; use the commands listed by 'sluice --help'")
+
+
+def do_demo(args: argparse.Namespace, out: Out) -> int:
+    from core.scaffold import copy_demo
+
+    target = copy_demo(Path(args.dir or "sluice-demo"))
+    out.line(f"demo project ready in {target}")
+    out.line(f"try: cd {target} && sluice workflow list && sluice workflow run release --input version=v1.2.3")
+    return 0
+
+
+HANDLERS = {
+    "validate": do_validate, "init": do_init, "engine": do_engine, "workflow": do_workflow, "method": do_method,
+    "run": do_run, "history": do_history, "tui": do_tui, "demo": do_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("--version", "-V"):
+        sys.stdout.write(f"sluice {VERSION}\n")
+        return 0
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        note(str(e).removeprefix("sluice: "))
+        return 2
+    if args.project:
+        os.environ["SLUICE_PROJECT"] = str(Path(args.project).resolve())
+    if not args.cmd:
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            args.cmd, args.read_only = "tui", False
+        else:
+            parser.print_help()
+            return 0
+    out = Out(getattr(args, "json", False))
+    return run_handler(HANDLERS[args.cmd], args, out)
+
+
+def run_handler(handler: Any, args: argparse.Namespace, out: Out) -> int:
+    from core.definitions import DefinitionError, ProjectNotFound
+    from core.errors import SluiceError
+    from core.store.db import StoreError
+
+    try:
+        return handler(args, out)
+    except DefinitionError as e:
+        for p in e.problems:
+            sys.stderr.write(f"{p}\n")
+        note(f"{len(e.problems)} problem(s) in the definitions; nothing was changed")
+        if out.json:
+            out.emit({"valid": False, "problems": [
+                {"path": p.path, "line": p.line, "col": p.col, "message": p.message} for p in e.problems]})
+        return 2
+    except ProjectNotFound as e:
+        note(str(e))
+        return 4
+    except SluiceError as e:
+        note(e.message)
+        return e.code
+    except StoreError as e:
+        note(str(e))
+        return 2
+    except UsageError as e:
+        note(str(e).removeprefix("sluice: "))
+        return 2
+    except RuntimeError as e:
+        note(str(e))
+        return 1
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import identity, wake
+from . import gates, identity, wake
 from .definitions import DefinitionError, InputError, load_project, masked, validate_inputs
 from .definitions.inputs import SECRET_MASK
 from .definitions.loader import did_you_mean
 from .definitions.objects import Project
-from .errors import Invalid, NotFound
+from .errors import Invalid, NotFound, Refused
 from .plan import method_plan, secret_names, spec_from, workflow_plan
 from .store.db import Database, Tx, dumps, loads, now, resolve_url
 
@@ -69,6 +69,16 @@ class Service:
         db = Database(resolve_url(project.database, project.root))
         db.ensure_schema()
         return cls(project, db)
+
+    def reload_if_changed(self) -> None:
+        """Reload the definitions when a YAML file changed (the engine runs for days)."""
+        stamp = _definitions_stamp(self.project.root)
+        if stamp != getattr(self, "_stamp", None):
+            try:
+                self.project = load_project(self.project.root)
+            except DefinitionError:
+                return  # keep the last good definitions; `sluice validate` tells the user
+            self._stamp = stamp
 
     @property
     def url(self) -> str:
@@ -130,6 +140,9 @@ class Service:
         values = self._validated(wf.inputs, inputs)
         plan = workflow_plan(self.project, wf)
         with self.db.write() as tx:
+            reason = gates.refusal(tx, wf.name, wf.lock)
+            if reason:
+                raise Refused(reason)
             run_id = create_run(tx, plan, values, trigger=trigger, actor=actor or identity.actor())
         self.poke()
         return run_id
@@ -150,8 +163,6 @@ class Service:
             if run is None:
                 raise NotFound(f"no run #{run_id}")
             if run["status"] in FINAL_RUN:
-                from .errors import Refused
-
                 raise Refused(f"run #{run_id} already {run['status']}")
             tx.execute("UPDATE runs SET cancel_requested = 1, cancelled_by = ? WHERE id = ?", (actor, run_id))
             record_event(tx, "run.cancel_requested", actor, f"cancel of run #{run_id} requested", run_id=run_id)
@@ -241,9 +252,9 @@ class Service:
             changed = [j for j in jobs if seen.get(j["id"]) != (j["status"], j["reason"])]
             for j in changed:
                 seen[j["id"]] = (j["status"], j["reason"])
-            # a job's start shows before its output, its end after it
+            # a job's start shows before its output; its end, and holds that follow it, after it
             for j in changed:
-                if j["status"] not in FINAL_JOB:
+                if j["status"] == "running":
                     yield "job", j
             while True:
                 chunks = self.log_chunks(run_id, after=after)
@@ -254,6 +265,9 @@ class Service:
                     break
             for j in changed:
                 if j["status"] in FINAL_JOB:
+                    yield "job", j
+            for j in changed:
+                if j["status"] not in FINAL_JOB and j["status"] != "running":
                     yield "job", j
             if run["status"] in FINAL_RUN or (stop_on_hold and run["status"] == "on_hold"):
                 yield "run", self.run_view(run_id)
@@ -268,6 +282,17 @@ class Service:
 
 
 # ---------------------------------------------------------------- JSON shapes (SPEC 10)
+
+
+def _definitions_stamp(root: Path) -> tuple[float, ...]:
+    stamps = []
+    for pattern in ("sluice.yaml", "models/*.y*ml", "workflows/*.y*ml"):
+        for p in sorted(root.glob(pattern)):
+            try:
+                stamps.append(p.stat().st_mtime)
+            except OSError:
+                pass
+    return tuple(stamps)
 
 
 def iso(t: float | None) -> str | None:

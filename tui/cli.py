@@ -132,6 +132,31 @@ def build_parser() -> Parser:
     c.add_argument("--input", "-i", action="append", metavar="K=V", help="an input (repeatable)")
     c.add_argument("--detach", "-d", action="store_true", help="return the run id at once")
 
+    c = cmd(wf, "queue", "stage a run of a workflow in the queue")
+    c.add_argument("name")
+    c.add_argument("--input", "-i", action="append", metavar="K=V", help="an input (repeatable)")
+    c.add_argument("--note", help="why this is staged (shown in the queue)")
+    c = cmd(wf, "schedule", "stage a run that the engine starts at a time")
+    c.add_argument("name")
+    c.add_argument("--at", required=True, metavar="TIME", help="ISO 8601, HH:MM (next occurrence), or +2h / +30m")
+    c.add_argument("--input", "-i", action="append", metavar="K=V", help="an input (repeatable)")
+    c.add_argument("--note", help="why this is staged")
+    for verb, text in (("release", "let a held job run"), ("reject", "refuse a held job: it fails the run")):
+        c = cmd(wf, verb, text)
+        c.add_argument("job")
+        c.add_argument("--run", type=int, help="the run (needed when several runs hold JOB)")
+        c.add_argument("--workflow", "-w", help="only runs of this workflow")
+        if verb == "release":
+            c.add_argument("--comment", "-m", help="recorded with the release")
+            c.add_argument("--field", "-f", action="append", metavar="K=V", help="a field the hold asks for")
+        else:
+            c.add_argument("--reason", "-m", required=True, help="why (required)")
+    c = cmd(wf, "pause", "start no new runs of a workflow; ready jobs of its runs wait")
+    c.add_argument("name")
+    c.add_argument("--reason", "-m", required=True, help="why (required; shown to anyone refused)")
+    cmd(wf, "unpause", "let a paused workflow start runs again").add_argument("name")
+    cmd(wf, "unlock", "clear an until_success lock left by a failed run").add_argument("name")
+
     me = sub.add_parser("method", help="methods of models").add_subparsers(
         dest="sub", metavar="ACTION", parser_class=Parser, required=True)
     cmd(me, "list", "every model's methods")
@@ -140,6 +165,36 @@ def build_parser() -> Parser:
     c.add_argument("method")
     c.add_argument("--input", "-i", action="append", metavar="K=V", help="an input (repeatable)")
     c.add_argument("--detach", "-d", action="store_true", help="return the run id at once")
+
+    for verb, text in (("queue", "stage a method run in the queue"),
+                       ("schedule", "stage a method run that the engine starts at a time")):
+        c = cmd(me, verb, text)
+        c.add_argument("model")
+        c.add_argument("method")
+        if verb == "schedule":
+            c.add_argument("--at", required=True, metavar="TIME",
+                           help="ISO 8601, HH:MM (next occurrence), or +2h / +30m")
+        c.add_argument("--input", "-i", action="append", metavar="K=V", help="an input (repeatable)")
+        c.add_argument("--note", help="why this is staged")
+
+    qu = sub.add_parser("queue", help="the staged queue").add_subparsers(
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+    for verb, text in (("list", "staged items, oldest first"),
+                       ("execute", "start the selected items, each as exactly one run"),
+                       ("purge", "remove the selected items without running anything")):
+        c = cmd(qu, verb, text)
+        c.add_argument("ids", nargs="*", type=int, metavar="ITEM_ID")
+        c.add_argument("--all", action="store_true", help="every queued item")
+        c.add_argument("--workflows", action="store_true", help="every queued workflow")
+        c.add_argument("--methods", action="store_true", help="every queued method")
+        c.add_argument("--workflow", metavar="NAME", help="queued runs of this workflow")
+        c.add_argument("--method", metavar="NAME", help="queued runs of this method (METHOD or MODEL.METHOD)")
+        if verb != "list":
+            c.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+        if verb == "execute":
+            c.add_argument("--wait", action="store_true", help="follow the started runs until they finish")
+        if verb == "list":
+            c.add_argument("--limit", type=int, default=None)
 
     ru = sub.add_parser("run", help="runs").add_subparsers(
         dest="sub", metavar="ACTION", parser_class=Parser, required=True)
@@ -288,7 +343,161 @@ def do_workflow(args: argparse.Namespace, out: Out) -> int:
         if info["last_run"]:
             out.line(f"  last run: #{info['last_run']['id']} {out.status(info['last_run']['status'])}")
         return 0
+    if args.sub in ("queue", "schedule"):
+        return stage(args, out, svc, "workflow", svc.workflow(args.name).name)
+    if args.sub in ("release", "reject"):
+        return do_hold(args, out, svc)
+    if args.sub in ("pause", "unpause", "unlock"):
+        from core import flow
+
+        if args.sub == "pause":
+            st = flow.pause(svc, args.name, args.reason)
+            msg = f"paused {args.name}: new runs are refused and ready jobs wait"
+        elif args.sub == "unpause":
+            st = flow.unpause(svc, args.name)
+            msg = f"unpaused {args.name}"
+        else:
+            st = flow.unlock(svc, args.name)
+            msg = f"unlocked {args.name}"
+        if out.json:
+            out.emit({"workflow": args.name, **st})
+        else:
+            out.line(msg)
+        return 0
     return start_and_follow(args, out, svc, lambda inputs: svc.run_workflow(args.name, inputs))
+
+
+def stage(args: argparse.Namespace, out: Out, svc: Any, kind: str, target: str) -> int:
+    from core import queueing
+    from core.definitions import InputError, parse_pairs
+    from core.errors import Invalid
+
+    try:
+        inputs = parse_pairs(args.input)
+    except InputError as e:
+        raise Invalid(str(e)) from None
+    at = queueing.parse_at(args.at, svc.project.timezone) if getattr(args, "at", None) else None
+    item = queueing.add(svc, kind, target, inputs, note=args.note, at=at)
+    if at is not None:
+        ensure_engine(svc)
+    if out.json:
+        out.emit(item)
+    else:
+        when = f", due {short_time(item['not_before'])}" if item["not_before"] else ""
+        out.line(f"queued #{item['id']}: {kind} {target}{_inputs_text(item['inputs'])}{when}")
+    return 0
+
+
+def _inputs_text(inputs: dict[str, Any]) -> str:
+    return (" " + " ".join(f"{k}={v}" for k, v in inputs.items())) if inputs else ""
+
+
+def do_hold(args: argparse.Namespace, out: Out, svc: Any) -> int:
+    from core import holds
+    from core.definitions import InputError, parse_pairs
+    from core.errors import Invalid
+
+    if args.sub == "release":
+        try:
+            fields = parse_pairs(args.field, "--field")
+        except InputError as e:
+            raise Invalid(str(e)) from None
+        view = holds.release(svc, args.job, run_id=args.run, workflow=args.workflow, comment=args.comment,
+                             fields=fields)
+        ensure_engine(svc)
+        msg = f"released {args.job} in run #{view['id']}"
+    else:
+        view = holds.reject(svc, args.job, reason=args.reason, run_id=args.run, workflow=args.workflow)
+        ensure_engine(svc)
+        msg = f"rejected {args.job} in run #{view['id']}: the run fails"
+    if out.json:
+        out.emit(view)
+    else:
+        out.line(msg)
+    return 0
+
+
+def do_queue(args: argparse.Namespace, out: Out) -> int:
+    from core import queueing
+
+    svc = open_service(args)
+    sel = queueing.Selector(all=args.all, workflows=args.workflows, methods=args.methods, workflow=args.workflow,
+                            method=args.method, ids=list(args.ids))
+    if args.sub == "list":
+        items = queueing.select(svc, sel if sel.given() else None, limit=args.limit)
+        if out.json:
+            out.emit(items)
+            return 0
+        if not items:
+            out.line("the queue is empty" if not sel.given() else "no queued item matches")
+            return 0
+        render_items(out, items)
+        return 0
+    if not sel.given():
+        raise UsageError(f"sluice queue {args.sub}: choose items: --all, --workflows, --methods, "
+                         "--workflow NAME, --method NAME, or ITEM_ID...")
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if not args.yes and not interactive and sel.bulk:
+        raise UsageError(f"sluice queue {args.sub} {sel.describe()}: --yes is required without a terminal")
+    queueing.check_ids(svc, sel)
+    items = queueing.select(svc, sel)
+    if not items:
+        if out.json:
+            out.emit([])
+        else:
+            out.line(f"nothing queued matches {sel.describe()}")
+        return 0
+    if not args.yes:
+        if interactive:
+            render_items(out, items)
+            verb = "Execute" if args.sub == "execute" else "Purge"
+            answer = input(f"{verb} these {len(items)} item(s)? [y/N] ").strip().lower()
+            if answer not in ("y", "yes"):
+                out.line("nothing was changed")
+                return 0
+    ids = [i["id"] for i in items]
+    if args.sub == "purge":
+        purged = queueing.purge(svc, ids)
+        if out.json:
+            out.emit(purged)
+        else:
+            for i in purged:
+                out.line(f"purged #{i['id']}: {i['kind']} {i['target']}{_inputs_text(i['inputs'])}")
+        return 0
+    outcomes = queueing.execute(svc, ids)
+    started = [o for o in outcomes if o.run_id]
+    if started:
+        ensure_engine(svc)
+    if not out.json:
+        for o in outcomes:
+            i = o.item
+            label = f"#{i['id']} {i['kind']} {i['target']}{_inputs_text(i['inputs'])}"
+            if o.run_id:
+                out.line(f"started {label} as run #{o.run_id}")
+            elif o.refused:
+                note(f"{label} stays queued: {o.refused}")
+            else:
+                note(f"{label} was already executed or purged by someone else")
+    code = 0 if started or not any(o.refused for o in outcomes) else 3
+    runs = []
+    if args.wait and started:
+        for o in started:
+            view = svc.wait_run(o.run_id, stop_on_hold=False)
+            runs.append(view)
+            if not out.json:
+                out.line(f"run #{view['id']} {view['target']}: {out.status(view['status'])}")
+        if any(v["status"] != "succeeded" for v in runs):
+            code = 1
+    if out.json:
+        out.emit([{**o.item, "refused": o.refused} for o in outcomes])
+    return code
+
+
+def render_items(out: Out, items: list[dict[str, Any]]) -> None:
+    out.table(["id", "kind", "target", "inputs", "by", "age", "due", "note"], [
+        [f"#{i['id']}", i["kind"], i["target"], " ".join(f"{k}={v}" for k, v in i["inputs"].items()),
+         i["queued_by"].split("@")[0], ago(i["queued_at"]).removesuffix(" ago"), short_time(i["not_before"]),
+         i["note"] or ""] for i in items])
 
 
 def do_method(args: argparse.Namespace, out: Out) -> int:
@@ -302,6 +511,8 @@ def do_method(args: argparse.Namespace, out: Out) -> int:
             [m["model"], m["method"], ", ".join(k + ("*" if v["required"] else "") for k, v in m["inputs"].items()),
              m["description"]] for m in rows])
         return 0
+    if args.sub in ("queue", "schedule"):
+        return stage(args, out, svc, "method", svc.method(args.model, args.method).target)
     return start_and_follow(args, out, svc, lambda inputs: svc.run_method(args.model, args.method, inputs))
 
 
@@ -476,7 +687,7 @@ def do_demo(args: argparse.Namespace, out: Out) -> int:
 
 HANDLERS = {
     "validate": do_validate, "init": do_init, "engine": do_engine, "workflow": do_workflow, "method": do_method,
-    "run": do_run, "history": do_history, "tui": do_tui, "demo": do_demo,
+    "run": do_run, "history": do_history, "queue": do_queue, "tui": do_tui, "demo": do_demo,
 }
 
 

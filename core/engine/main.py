@@ -118,7 +118,10 @@ class Engine:
         self.inner_r, self.inner_w = socket.socketpair()
         self.inner_r.setblocking(False)
         self.inner_w.setblocking(False)
-        self.scheduler = Scheduler(self.db, self.project, wake=self._wake)
+        from ..service import Service
+
+        self.service = Service(self.project, self.db)
+        self.scheduler = Scheduler(self.db, self.project, wake=self._wake, service=self.service)
 
     def _wake(self) -> None:
         try:
@@ -189,6 +192,9 @@ class Engine:
                 if self.stop_mode and not self.scheduler.runners:
                     break
                 timeout = min(IDLE_TICK, max(0.0, next_beat - time.monotonic()))
+                due = self.scheduler.next_deadline()
+                if due is not None:
+                    timeout = min(timeout, max(0.0, due - now()))
                 for key, _ in sel.select(timeout=timeout):
                     if key.data == "wake":
                         wake.drain()

@@ -8,22 +8,26 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 from typing import Any
 
+from .. import gates, holds, queueing
 from ..agents.procs import same_process, signal_group
 from ..agents.runner import JobRunner
 from ..definitions.objects import Project
-from ..service import ACTIVE_RUN, FINAL_JOB, record_event
+from ..service import ACTIVE_RUN, FINAL_JOB, Service, record_event
 from ..store.db import Database, Tx, loads, now
 
 FAILED = ("failed", "rejected")
+# events written by other processes that change what a run should do next
+EXTERNAL_EVENTS = ("run.created", "run.cancel_requested", "job.released", "job.rejected", "job.timed_out")
 
 
 class Scheduler:
     def __init__(self, db: Database, project: Project, *, agent: str = "local", capacity: int | None = None,
-                 wake: Any = None):
+                 wake: Any = None, service: Service | None = None):
         self.db = db
+        self.service = service
+        self.last_event_id = 0
         self.project = project
         self.root = project.root
         self.agent = agent
@@ -58,6 +62,15 @@ class Scheduler:
     # ------------------------------------------------------------ the tick
 
     def tick(self) -> None:
+        self._external_changes()
+        if self.service is not None:
+            for run_id in holds.expire(self.service):
+                self.dirty.add(run_id)
+            due = queueing.due(self.service)
+            if due:
+                self.service.reload_if_changed()
+                queueing.execute(self.service, due, actor="sluice", trigger="schedule")
+                self._external_changes()
         active = self.db.all(
             "SELECT id, status, cancel_requested FROM runs WHERE status IN ('pending', 'running', 'on_hold') "
             "ORDER BY id")
@@ -72,6 +85,24 @@ class Scheduler:
         for rid in [k for k in self.plans if k not in live]:
             del self.plans[rid]
         self.dispatch()
+
+    def _external_changes(self) -> None:
+        """Runs changed by other processes (a release, a reject, a cancel) are named in events."""
+        top = self.db.scalar("SELECT MAX(id) FROM events") or 0
+        if top > self.last_event_id:
+            marks = ",".join("?" * len(EXTERNAL_EVENTS))
+            for r in self.db.all(
+                f"SELECT DISTINCT run_id FROM events WHERE id > ? AND id <= ? AND run_id IS NOT NULL "
+                f"AND kind IN ({marks})", (self.last_event_id, top, *EXTERNAL_EVENTS)):
+                self.dirty.add(r["run_id"])
+            self.last_event_id = top
+
+    def next_deadline(self) -> float | None:
+        """The next moment something is due (a scheduled item, a hold timeout), as epoch seconds."""
+        if self.service is None:
+            return None
+        times = [t for t in (queueing.next_due(self.service), holds.next_deadline(self.service)) if t is not None]
+        return min(times) if times else None
 
     def mark_dirty(self, run_id: int) -> None:
         with self.lock:
@@ -150,9 +181,10 @@ class Scheduler:
                              job_id=j["id"])
                 j["status"], j["reason"] = "held", prompt
                 continue
-            tx.execute("UPDATE jobs SET status = 'waiting', reason = 'waiting for an agent' WHERE id = ?",
-                       (j["id"],))
-            j["status"], j["reason"] = "waiting", "waiting for an agent"
+            paused = run["kind"] == "workflow" and bool((gates.workflow_state(tx, run["target"]) or {}).get("paused"))
+            why = "paused" if paused else "waiting for an agent"
+            tx.execute("UPDATE jobs SET status = 'waiting', reason = ? WHERE id = ?", (why, j["id"]))
+            j["status"], j["reason"] = "waiting", why
 
     def _settle(self, tx: Tx, run: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
         statuses = [j["status"] for j in jobs]
@@ -166,6 +198,7 @@ class Scheduler:
             else:
                 status = "succeeded"
             tx.execute("UPDATE runs SET status = ?, finished_at = ? WHERE id = ?", (status, now(), run["id"]))
+            gates.after_run_finished(tx, run, status, self.plan(run).get("lock", "none"))
             record_event(tx, f"run.{status}", "sluice", f"run #{run['id']} of {run['target']} {status}",
                          run_id=run["id"], workflow=run["target"] if run["kind"] == "workflow" else None)
             return
@@ -189,7 +222,9 @@ class Scheduler:
             return
         waiting = self.db.all(
             "SELECT j.*, r.cancel_requested FROM jobs j JOIN runs r ON r.id = j.run_id "
-            "WHERE j.status = 'waiting' ORDER BY j.run_id, j.position, j.id LIMIT ?", (free,))
+            "LEFT JOIN workflow_states ws ON r.kind = 'workflow' AND ws.workflow = r.target "
+            "WHERE j.status = 'waiting' AND COALESCE(ws.paused, 0) = 0 "
+            "ORDER BY j.run_id, j.position, j.id LIMIT ?", (free,))
         for j in waiting:
             if j["cancel_requested"]:
                 continue
@@ -235,4 +270,3 @@ def _ancestors(plan: dict[str, Any], base: str) -> set[str]:
     return seen
 
 
-__all__ = ["Scheduler", "Path"]

@@ -1,0 +1,281 @@
+"""The staged queue (SPEC 3): add, list, execute, purge, schedule.
+
+Exactly-once is the database's job: a partial unique index allows one queued item per
+kind + target + inputs, and an item becomes a run in the same transaction that flips its
+status from `queued`, so two terminals executing the same items start each once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from . import gates, identity
+from .definitions import masked
+from .definitions.durations import parse_duration
+from .errors import Invalid, NotFound, Refused
+from .plan import method_plan, spec_from, workflow_plan
+from .service import Service, create_run, iso, record_event
+from .store.db import IntegrityError, Tx, dumps, loads, now
+
+
+@dataclass
+class Selector:
+    all: bool = False
+    workflows: bool = False
+    methods: bool = False
+    workflow: str | None = None
+    method: str | None = None
+    ids: list[int] = field(default_factory=list)
+
+    @property
+    def bulk(self) -> bool:
+        """Selectors that sweep many items: these need --yes without a terminal."""
+        return self.all or self.workflows or self.methods
+
+    def given(self) -> bool:
+        return bool(self.bulk or self.workflow or self.method or self.ids)
+
+    def sql(self) -> tuple[str, list[Any]]:
+        where, params = ["status = 'queued'"], []
+        if self.workflows:
+            where.append("kind = 'workflow'")
+        if self.methods:
+            where.append("kind = 'method'")
+        if self.workflow:
+            where.append("kind = 'workflow' AND target = ?")
+            params.append(self.workflow)
+        if self.method:
+            if "." in self.method:
+                where.append("kind = 'method' AND target = ?")
+                params.append(self.method)
+            else:
+                where.append("kind = 'method' AND target LIKE ?")
+                params.append("%." + self.method)
+        if self.ids:
+            where.append(f"id IN ({','.join('?' * len(self.ids))})")
+            params.extend(self.ids)
+        return " AND ".join(where), params
+
+    def describe(self) -> str:
+        if self.all:
+            return "--all"
+        bits = (["--workflows"] if self.workflows else []) + (["--methods"] if self.methods else []) + (
+            [f"--workflow {self.workflow}"] if self.workflow else []) + (
+            [f"--method {self.method}"] if self.method else []) + [f"#{i}" for i in self.ids]
+        return " ".join(bits)
+
+
+# ---------------------------------------------------------------- times
+
+
+def parse_at(text: str, tz: str | None) -> float:
+    """`2026-11-23T02:00` (ISO 8601), `02:00` (next occurrence), `+2h` / `+30m` (from now)."""
+    zone = ZoneInfo(tz) if tz else None
+    s = text.strip()
+    if s.startswith("+"):
+        try:
+            return now() + parse_duration(s[1:])
+        except ValueError:
+            raise Invalid(f"--at '{text}': use ISO 8601 (2026-11-23T02:00), HH:MM, or +2h / +30m") from None
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})", s)
+    current = datetime.now(zone).astimezone(zone) if zone else datetime.now().astimezone()
+    if m:
+        hour, minute = int(m.group(1)), int(m.group(2))
+        if hour > 23 or minute > 59:
+            raise Invalid(f"--at '{text}' is not a time of day")
+        at = current.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        if at <= current:
+            at += timedelta(days=1)
+        return at.timestamp()
+    try:
+        at = datetime.fromisoformat(s)
+    except ValueError:
+        raise Invalid(f"--at '{text}': use ISO 8601 (2026-11-23T02:00), HH:MM, or +2h / +30m") from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=zone) if zone else at.astimezone()
+    return at.timestamp()
+
+
+# ---------------------------------------------------------------- views
+
+
+def item_view(row: dict[str, Any], specs: dict[str, Any] | None = None) -> dict[str, Any]:
+    inputs = loads(row["inputs"], {})
+    if specs is not None:
+        inputs = masked(specs, inputs)
+    return {
+        "id": row["id"], "kind": row["kind"], "target": row["target"], "inputs": inputs, "status": row["status"],
+        "queued_by": row["queued_by"], "queued_at": iso(row["queued_at"]), "not_before": iso(row["not_before"]),
+        "note": row["note"], "run_id": row["run_id"],
+    }
+
+
+def _specs(svc: Service, kind: str, target: str) -> dict[str, Any]:
+    if kind == "workflow":
+        wf = svc.project.workflows.get(target)
+        return wf.inputs if wf else {}
+    m = svc.project.method(target)
+    return m.inputs if m else {}
+
+
+# ---------------------------------------------------------------- use cases
+
+
+def add(svc: Service, kind: str, target: str, inputs: dict[str, Any], *, note: str | None = None,
+        at: float | None = None, actor: str | None = None) -> dict[str, Any]:
+    """Stage one item; refused (exit 3) when the same kind + target + inputs is already queued."""
+    actor = actor or identity.actor()
+    if kind == "workflow":
+        specs = svc.workflow(target).inputs
+    else:
+        model, _, method = target.partition(".")
+        specs = svc.method(model, method).inputs
+    values = svc._validated(specs, inputs)
+    key = dumps(values)
+    try:
+        with svc.db.write() as tx:
+            item_id = tx.insert("queue_items", {
+                "kind": kind, "target": target, "inputs": key, "inputs_key": key, "pins": "{}",
+                "status": "queued", "queued_by": actor, "queued_at": now(), "not_before": at, "note": note,
+            })
+            shown = masked(specs, values)
+            what = f"{kind} {target}" + (f" {_fmt_inputs(shown)}" if shown else "")
+            if at is None:
+                record_event(tx, "queue.queued", actor, f"queued #{item_id}: {what}", item_id=item_id,
+                             workflow=target if kind == "workflow" else None, details={"inputs": shown, "note": note})
+            else:
+                record_event(tx, "queue.scheduled", actor, f"scheduled #{item_id} for {iso(at)}: {what}",
+                             item_id=item_id, workflow=target if kind == "workflow" else None,
+                             details={"inputs": shown, "note": note, "not_before": iso(at)})
+    except IntegrityError:
+        existing = svc.db.one("SELECT * FROM queue_items WHERE kind = ? AND target = ? AND inputs_key = ? "
+                              "AND status = 'queued'", (kind, target, key))
+        if existing is None:  # purged or executed in between: try once more
+            return add(svc, kind, target, inputs, note=note, at=at, actor=actor)
+        raise Refused(f"already queued as item #{existing['id']} by {existing['queued_by']} "
+                      f"({kind} {target}{' ' + _fmt_inputs(masked(specs, values)) if values else ''}); "
+                      "vary the inputs to queue it again") from None
+    if at is not None:
+        svc.poke()
+    return item_view(svc.db.one("SELECT * FROM queue_items WHERE id = ?", (item_id,)), specs)  # type: ignore[arg-type]
+
+
+def _fmt_inputs(values: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in values.items())
+
+
+def select(svc: Service, selector: Selector | None = None, *, limit: int | None = None) -> list[dict[str, Any]]:
+    where, params = (selector or Selector(all=True)).sql()
+    sql = f"SELECT * FROM queue_items WHERE {where} ORDER BY id"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    rows = svc.db.all(sql, params)
+    return [item_view(r, _specs(svc, r["kind"], r["target"])) for r in rows]
+
+
+def count(svc: Service) -> int:
+    return int(svc.db.scalar("SELECT COUNT(*) FROM queue_items WHERE status = 'queued'") or 0)
+
+
+def check_ids(svc: Service, selector: Selector) -> None:
+    """Explicit ids must exist and still be queued (exit 4 otherwise)."""
+    for i in selector.ids:
+        row = svc.db.one("SELECT id, status, run_id FROM queue_items WHERE id = ?", (i,))
+        if row is None:
+            raise NotFound(f"no queue item #{i}")
+        if row["status"] != "queued":
+            extra = f" as run #{row['run_id']}" if row["run_id"] else ""
+            raise NotFound(f"queue item #{i} is no longer queued (it was {row['status']}{extra})")
+
+
+@dataclass
+class Outcome:
+    item: dict[str, Any]
+    run_id: int | None = None
+    refused: str | None = None  # paused or locked: the item stays queued
+    gone: bool = False  # executed or purged by someone else meanwhile
+
+
+def execute(svc: Service, ids: list[int], *, actor: str | None = None, trigger: str = "queue") -> list[Outcome]:
+    """Start each item (in queued order) as exactly one run; paused or locked items stay queued."""
+    actor = actor or identity.actor()
+    outcomes = []
+    for item_id in sorted(ids):
+        outcomes.append(_execute_one(svc, item_id, actor, trigger))
+    if any(o.run_id for o in outcomes):
+        svc.poke()
+    return outcomes
+
+
+def _execute_one(svc: Service, item_id: int, actor: str, trigger: str) -> Outcome:
+    with svc.db.write() as tx:
+        row = tx.one("SELECT * FROM queue_items WHERE id = ?", (item_id,))
+        assert row is not None
+        view = item_view(row, _specs(svc, row["kind"], row["target"]))
+        if row["status"] != "queued":
+            return Outcome(view, gone=True)
+        plan, reason = _plan_for(svc, tx, row)
+        if reason is not None:
+            record_event(tx, "queue.refused", actor, f"#{item_id} stays queued: {reason}", item_id=item_id,
+                         workflow=row["target"] if row["kind"] == "workflow" else None, details={"reason": reason})
+            return Outcome(view, refused=reason)
+        assert plan is not None
+        changed = tx.execute("UPDATE queue_items SET status = 'executed', closed_by = ?, closed_at = ? "
+                             "WHERE id = ? AND status = 'queued'", (actor, now(), item_id))
+        if not changed:
+            return Outcome(view, gone=True)
+        run_id = create_run(tx, plan, loads(row["inputs"], {}), trigger=trigger, actor=actor, queue_item_id=item_id)
+        tx.execute("UPDATE queue_items SET run_id = ? WHERE id = ?", (run_id, item_id))
+        record_event(tx, "queue.executed", actor, f"executed #{item_id} as run #{run_id}", item_id=item_id,
+                     run_id=run_id, workflow=row["target"] if row["kind"] == "workflow" else None)
+        view.update(status="executed", run_id=run_id)
+        return Outcome(view, run_id=run_id)
+
+
+def _plan_for(svc: Service, tx: Tx, row: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    if row["kind"] == "workflow":
+        wf = svc.project.workflows.get(row["target"])
+        if wf is None:
+            return None, f"workflow {row['target']} no longer exists"
+        reason = gates.refusal(tx, wf.name, wf.lock)
+        return (None, reason) if reason else (workflow_plan(svc.project, wf), None)
+    method = svc.project.method(row["target"])
+    if method is None:
+        return None, f"method {row['target']} no longer exists"
+    return method_plan(method), None
+
+
+def purge(svc: Service, ids: list[int], *, actor: str | None = None) -> list[dict[str, Any]]:
+    """Remove items from the queue without running anything; they stay in history."""
+    actor = actor or identity.actor()
+    purged = []
+    with svc.db.write() as tx:
+        for item_id in sorted(ids):
+            changed = tx.execute("UPDATE queue_items SET status = 'purged', closed_by = ?, closed_at = ? "
+                                 "WHERE id = ? AND status = 'queued'", (actor, now(), item_id))
+            if not changed:
+                continue
+            row = tx.one("SELECT * FROM queue_items WHERE id = ?", (item_id,))
+            assert row is not None
+            record_event(tx, "queue.purged", actor, f"purged #{item_id}: {row['kind']} {row['target']}",
+                         item_id=item_id, workflow=row["target"] if row["kind"] == "workflow" else None)
+            purged.append(item_view(row, _specs(svc, row["kind"], row["target"])))
+    return purged
+
+
+def due(svc: Service, at: float | None = None) -> list[int]:
+    return [r["id"] for r in svc.db.all(
+        "SELECT id FROM queue_items WHERE status = 'queued' AND not_before IS NOT NULL AND not_before <= ? "
+        "ORDER BY id", (at or now(),))]
+
+
+def next_due(svc: Service) -> float | None:
+    return svc.db.scalar("SELECT MIN(not_before) FROM queue_items WHERE status = 'queued' AND not_before IS NOT NULL")
+
+
+__all__ = ["Outcome", "Selector", "add", "check_ids", "count", "due", "execute", "next_due", "parse_at", "purge",
+           "select", "spec_from"]

@@ -23,11 +23,12 @@ from ..definitions.inputs import InputError, env_value, validate_inputs
 from ..definitions.objects import env_name
 from ..plan import secret_names, spec_from
 from ..service import mask_text, record_event
-from ..store.db import Database, dumps, loads, now
+from ..store.db import Database, Tx, dumps, loads, now
 from .procs import proc_start, signal_group
 
 CHUNK_BYTES = 64 * 1024
 FLUSH_SECONDS = 0.25
+PID_RECORD_AFTER = 0.0
 OUTPUT_LIMIT = 64 * 1024
 _OUTPUT_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)=(.*)$")
 
@@ -37,9 +38,13 @@ def kill_grace() -> float:
 
 
 class LogWriter:
-    """Buffers a job's output and writes it to the store in chunks of at most CHUNK_BYTES."""
+    """Buffers a job's output and writes it to the store in chunks of at most CHUNK_BYTES.
 
-    def __init__(self, db: Database, job_id: int, run_id: int, secrets: list[str]):
+    Chunks wait in memory until FLUSH_SECONDS pass or CHUNK_BYTES accumulate, so a short
+    job's whole log is written in the same transaction that records its result.
+    """
+
+    def __init__(self, db: Database, job_id: int, run_id: int, secrets: list[str], seq: int = 0):
         self.db = db
         self.job_id = job_id
         self.run_id = run_id
@@ -47,8 +52,9 @@ class LogWriter:
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.buf: list[str] = []
         self.size = 0
+        self.pending: list[tuple[str, str]] = []  # (stream, text) ready to write
         self.last_flush = time.monotonic()
-        self.seq = int(db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log_chunks WHERE job_id = ?", (job_id,)) or 0)
+        self.seq = seq
 
     def feed(self, data: bytes) -> None:
         text = self.decoder.decode(data)
@@ -60,40 +66,71 @@ class LogWriter:
 
     def note(self, text: str) -> None:
         """A line from sluice itself (step headers, kill notices)."""
-        self.flush()
-        self._write("sluice", text if text.endswith("\n") else text + "\n")
+        self._seal()
+        self.pending.append(("sluice", text if text.endswith("\n") else text + "\n"))
 
-    def flush(self, final: bool = False) -> None:
+    def _seal(self, final: bool = False) -> None:
         if final:
             tail = self.decoder.decode(b"", final=True)
             if tail:
                 self.buf.append(tail)
+        if self.buf:
+            text, self.buf, self.size = "".join(self.buf), [], 0
+            for i in range(0, len(text), CHUNK_BYTES):
+                self.pending.append(("out", text[i:i + CHUNK_BYTES]))
+
+    def flush(self, final: bool = False, tx: Tx | None = None) -> None:
+        self._seal(final)
         self.last_flush = time.monotonic()
-        if not self.buf:
+        if not self.pending:
             return
-        text, self.buf, self.size = "".join(self.buf), [], 0
-        for i in range(0, len(text), CHUNK_BYTES):
-            self._write("out", text[i:i + CHUNK_BYTES])
+        if tx is not None:
+            self._write(tx)
+        else:
+            with self.db.write() as own:
+                self._write(own)
 
-    def _write(self, stream: str, text: str) -> None:
-        text = mask_text(text, self.secrets)
-        self.seq += 1
-        with self.db.write() as tx:
+    def _write(self, tx: Tx) -> None:
+        t = now()
+        for stream, text in self.pending:
+            self.seq += 1
             tx.insert("log_chunks", {"job_id": self.job_id, "run_id": self.run_id, "seq": self.seq,
-                                     "stream": stream, "data": text, "at": now()})
+                                     "stream": stream, "data": mask_text(text, self.secrets), "at": t})
+        self.pending = []
 
 
-class JobRunner(threading.Thread):
+class WorkerPool:
+    """A fixed set of threads running jobs: each keeps its own database connection."""
+
+    def __init__(self, size: int):
+        import queue
+
+        self.tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self.threads = [threading.Thread(target=self._work, name=f"worker-{i}", daemon=True) for i in range(size)]
+        for t in self.threads:
+            t.start()
+
+    def submit(self, task: Callable[[], None]) -> None:
+        self.tasks.put(task)
+
+    def _work(self) -> None:
+        while True:
+            task = self.tasks.get()
+            if task is None:
+                return
+            task()
+
+
+class JobRunner:
     """Executes one claimed job; reports through the store, then calls on_done()."""
 
     def __init__(self, db: Database, root: Path, job: dict[str, Any], run: dict[str, Any],
-                 agent: str, on_done: Callable[[JobRunner], None]):
-        super().__init__(name=f"job-{job['id']}", daemon=True)
+                 agent: str, on_done: Callable[[JobRunner], None], plan: dict[str, Any] | None = None):
         self.db = db
         self.root = root
         self.job = job
         self.run_row = run
-        self.plan = loads(run["plan"])
+        self.plan = plan if plan is not None else loads(run["plan"])
         self.spec = self.plan["jobs"][job["base"]]
         self.agent = agent
         self.token = job["claim_token"]
@@ -124,10 +161,16 @@ class JobRunner(threading.Thread):
     def _context(self) -> dict[str, Any]:
         run_id = self.run_row["id"]
         outputs: dict[str, dict[str, Any]] = {}
-        for j in self.db.all("SELECT base, outputs FROM jobs WHERE run_id = ? ORDER BY id", (run_id,)):
-            outputs.setdefault(j["base"], {}).update(loads(j["outputs"], {}))
-        mats = {m["name"]: m["revision"] for m in
-                self.db.all("SELECT name, revision FROM materials WHERE run_id = ?", (run_id,))}
+        upstream = _ancestors(self.plan, self.job["base"])
+        if upstream:  # only what this job may refer to: a wide fan-out must not read every sibling
+            marks = ",".join("?" * len(upstream))
+            for j in self.db.all(f"SELECT base, outputs FROM jobs WHERE run_id = ? AND base IN ({marks}) ORDER BY id",
+                                 (run_id, *upstream)):
+                outputs.setdefault(j["base"], {}).update(loads(j["outputs"], {}))
+        mats = {}
+        if self.plan.get("materials"):
+            mats = {m["name"]: m["revision"] for m in
+                    self.db.all("SELECT name, revision FROM materials WHERE run_id = ?", (run_id,))}
         return {"inputs": loads(self.run_row["inputs"], {}), "jobs": outputs, "run": {"id": run_id},
                 "materials": mats}
 
@@ -169,7 +212,11 @@ class JobRunner(threading.Thread):
         output_file.unlink(missing_ok=True)
         ctx = self._context()
         secrets = self._secret_values(ctx)
-        log = LogWriter(self.db, self.job["id"], run_id, secrets)
+        seq = 0
+        if self.job["attempt"] > 1:
+            seq = int(self.db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log_chunks WHERE job_id = ?",
+                                     (self.job["id"],)) or 0)
+        log = self.log = LogWriter(self.db, self.job["id"], run_id, secrets, seq)
         base_env = self._base_env(ctx, workspace, output_file)
         timeout = self.spec.get("timeout")
         deadline = time.monotonic() + timeout if timeout else None
@@ -211,7 +258,7 @@ class JobRunner(threading.Thread):
                     exit_code = code
                     reason = reason or f"step {step['name']} exited {code}"
                 failed = True
-        log.flush(final=True)
+        log._seal(final=True)
         outputs = self._read_outputs(output_file, log)
         if self._cancel:
             return "cancelled", exit_code if exit_code else None, self._cancel, outputs
@@ -239,9 +286,9 @@ class JobRunner(threading.Thread):
             return 127, f"cannot start: {e.strerror or e}"
         self.proc = proc
         pgid = proc.pid
-        with self.db.write() as tx:
-            tx.execute("UPDATE jobs SET pid = ?, proc_start = ? WHERE id = ? AND claim_token = ?",
-                       (proc.pid, proc_start(proc.pid), self.job["id"], self.token))
+        # The pid lets a restarted engine stop this process if we die. A step that ends within
+        # PID_RECORD_AFTER never needs it, and skipping the write halves the cost of short jobs.
+        record_pid_at: float | None = time.monotonic() + PID_RECORD_AFTER
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         os.set_blocking(fd, False)
@@ -252,6 +299,11 @@ class JobRunner(threading.Thread):
         eof = False
         try:
             while True:
+                if record_pid_at is not None and time.monotonic() >= record_pid_at:
+                    record_pid_at = None
+                    with self.db.write() as tx:
+                        tx.execute("UPDATE jobs SET pid = ?, proc_start = ? WHERE id = ? AND claim_token = ?",
+                                   (proc.pid, proc_start(proc.pid), self.job["id"], self.token))
                 if stopped is None:
                     if self._cancel:
                         stopped = self._cancel
@@ -275,7 +327,7 @@ class JobRunner(threading.Thread):
                             eof = True
                             break
                         log.feed(data)
-                    if log.buf and time.monotonic() - log.last_flush >= FLUSH_SECONDS:
+                    if (log.buf or log.pending) and time.monotonic() - log.last_flush >= FLUSH_SECONDS:
                         log.flush()
                 else:
                     time.sleep(0.02)
@@ -313,7 +365,6 @@ class JobRunner(threading.Thread):
             m = _OUTPUT_LINE.match(line)
             if m:
                 out[m.group(1)] = m.group(2)
-        log.flush(final=True)
         return out
 
     # ------------------------------------------------------------ reporting
@@ -326,6 +377,9 @@ class JobRunner(threading.Thread):
             and (not retry.get("exit_codes") or exit_code in retry["exit_codes"])
         )
         with self.db.write() as tx:
+            log = getattr(self, "log", None)
+            if log is not None:
+                log.flush(final=True, tx=tx)
             if will_retry:
                 why = f"retry {attempt} of {retry['limit']} after {reason or 'failure'}"
                 changed = tx.execute(
@@ -343,6 +397,17 @@ class JobRunner(threading.Thread):
             if changed:
                 record_event(tx, kind, f"sluice@{self.agent}", message, run_id=self.run_row["id"],
                              job_id=self.job["id"], details={"exit_code": exit_code})
+
+
+def _ancestors(plan: dict[str, Any], base: str) -> set[str]:
+    seen: set[str] = set()
+    todo = list(plan["jobs"][base]["needs"])
+    while todo:
+        b = todo.pop()
+        if b not in seen:
+            seen.add(b)
+            todo.extend(plan["jobs"][b]["needs"])
+    return seen
 
 
 def _fmt(seconds: float | None) -> str:

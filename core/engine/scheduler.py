@@ -12,14 +12,22 @@ from typing import Any
 
 from .. import gates, holds, queueing
 from ..agents.procs import same_process, signal_group
-from ..agents.runner import JobRunner
+from ..agents.runner import JobRunner, WorkerPool, _ancestors
 from ..definitions.objects import Project
 from ..service import ACTIVE_RUN, FINAL_JOB, Service, record_event
 from ..store.db import Database, Tx, loads, now
 
 FAILED = ("failed", "rejected")
+EVALUATE_BATCH = 100  # runs looked at per write transaction: short enough not to stall other writers
 # events written by other processes that change what a run should do next
 EXTERNAL_EVENTS = ("run.created", "run.cancel_requested", "job.released", "job.rejected", "job.timed_out")
+# events after which the next deadline (due item, hold timeout) must be recomputed
+DEADLINE_EVENTS = ("queue.scheduled", "queue.executed", "queue.purged", "job.held", "job.released",
+                   "job.rejected", "job.timed_out", "run.cancel_requested")
+
+
+def _marks(items: tuple[str, ...]) -> str:
+    return ",".join("?" * len(items))
 
 
 class Scheduler:
@@ -33,10 +41,12 @@ class Scheduler:
         self.agent = agent
         self.capacity = capacity or project.capacity or os.cpu_count() or 1
         self.runners: dict[int, JobRunner] = {}
+        self.pool = WorkerPool(self.capacity)
         self.lock = threading.Lock()
         self.dirty: set[int] = set()
         self.plans: dict[int, dict[str, Any]] = {}
-        self.last_run_id = 0
+        self.started = False
+        self._deadline: float | None = None  # cached next deadline; None = recompute
         self.wake = wake or (lambda: None)
         self.draining = False
 
@@ -62,8 +72,14 @@ class Scheduler:
     # ------------------------------------------------------------ the tick
 
     def tick(self) -> None:
+        if not self.started:
+            # first tick: every active run is looked at once; later only what changed
+            self.started = True
+            self.last_event_id = self.db.scalar("SELECT MAX(id) FROM events") or 0
+            for r in self.db.all("SELECT id FROM runs WHERE status IN ('pending', 'running', 'on_hold')"):
+                self.dirty.add(r["id"])
         self._external_changes()
-        if self.service is not None:
+        if self.service is not None and self._deadline_due():
             for run_id in holds.expire(self.service):
                 self.dirty.add(run_id)
             due = queueing.due(self.service)
@@ -71,23 +87,16 @@ class Scheduler:
                 self.service.reload_if_changed()
                 queueing.execute(self.service, due, actor="sluice", trigger="schedule")
                 self._external_changes()
-        active = self.db.all(
-            "SELECT id, status, cancel_requested FROM runs WHERE status IN ('pending', 'running', 'on_hold') "
-            "ORDER BY id")
+            self._deadline = None  # recompute
         with self.lock:
             dirty, self.dirty = self.dirty, set()
-        for r in active:
-            if r["id"] > self.last_run_id or r["id"] in dirty or r["cancel_requested"]:
-                self.evaluate(r["id"])
-        if active:
-            self.last_run_id = max(self.last_run_id, active[-1]["id"])
-        live = {r["id"] for r in active}
-        for rid in [k for k in self.plans if k not in live]:
-            del self.plans[rid]
+        ordered = sorted(dirty)
+        for i in range(0, len(ordered), EVALUATE_BATCH):
+            self.evaluate(*ordered[i:i + EVALUATE_BATCH])
         self.dispatch()
 
     def _external_changes(self) -> None:
-        """Runs changed by other processes (a release, a reject, a cancel) are named in events."""
+        """Runs changed by other processes (created, released, rejected, cancelled) are named in events."""
         top = self.db.scalar("SELECT MAX(id) FROM events") or 0
         if top > self.last_event_id:
             marks = ",".join("?" * len(EXTERNAL_EVENTS))
@@ -95,14 +104,23 @@ class Scheduler:
                 f"SELECT DISTINCT run_id FROM events WHERE id > ? AND id <= ? AND run_id IS NOT NULL "
                 f"AND kind IN ({marks})", (self.last_event_id, top, *EXTERNAL_EVENTS)):
                 self.dirty.add(r["run_id"])
+            if self.db.scalar(f"SELECT 1 FROM events WHERE id > ? AND id <= ? AND kind IN ({_marks(DEADLINE_EVENTS)}) "
+                              "LIMIT 1", (self.last_event_id, top, *DEADLINE_EVENTS)):
+                self._deadline = None
             self.last_event_id = top
+
+    def _deadline_due(self) -> bool:
+        deadline = self.next_deadline()
+        return deadline is not None and deadline <= now()
 
     def next_deadline(self) -> float | None:
         """The next moment something is due (a scheduled item, a hold timeout), as epoch seconds."""
         if self.service is None:
             return None
-        times = [t for t in (queueing.next_due(self.service), holds.next_deadline(self.service)) if t is not None]
-        return min(times) if times else None
+        if self._deadline is None:
+            times = [t for t in (queueing.next_due(self.service), holds.next_deadline(self.service)) if t is not None]
+            self._deadline = min(times) if times else float("inf")
+        return None if self._deadline == float("inf") else self._deadline
 
     def mark_dirty(self, run_id: int) -> None:
         with self.lock:
@@ -115,83 +133,125 @@ class Scheduler:
             p = self.plans[run["id"]] = loads(run["plan"])
         return p
 
-    def evaluate(self, run_id: int) -> None:
-        with self.db.write() as tx:
-            run = tx.one("SELECT * FROM runs WHERE id = ?", (run_id,))
-            if run is None or run["status"] not in ACTIVE_RUN:
-                return
-            plan = self.plan(run)
-            jobs = tx.all("SELECT * FROM jobs WHERE run_id = ? ORDER BY position, id", (run_id,))
-            if run["cancel_requested"]:
-                self._cancel(tx, run, jobs)
-            else:
-                self._promote(tx, run, plan, jobs)
-            self._settle(tx, run, jobs)
+    def evaluate(self, *run_ids: int) -> None:
+        """Promote the runs' ready jobs and settle their status, in one short transaction.
 
-    def _cancel(self, tx: Tx, run: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
+        Reads the pending jobs and probes statuses by index, so a run with a 1,000-way fan-out
+        costs about the same to look at as a small one.
+        """
+        with self.db.write() as tx:
+            for run_id in run_ids:
+                run = tx.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+                if run is None or run["status"] not in ACTIVE_RUN:
+                    self.plans.pop(run_id, None)
+                    continue
+                plan = self.plan(run)
+                if run["cancel_requested"]:
+                    self._cancel(tx, run)
+                else:
+                    self._promote(tx, run, plan)
+                self._settle(tx, run)
+
+    def _counts(self, tx: Tx, run_id: int) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for r in tx.all("SELECT base, status, COUNT(*) AS n FROM jobs WHERE run_id = ? GROUP BY base, status",
+                        (run_id,)):
+            counts.setdefault(r["base"], {})[r["status"]] = r["n"]
+        return counts
+
+    def _cancel(self, tx: Tx, run: dict[str, Any]) -> None:
         who = run["cancelled_by"] or "sluice"
         why = f"cancelled by {who.split('@')[0]}"
-        for j in jobs:
-            if j["status"] in ("pending", "waiting", "held"):
-                tx.execute("UPDATE jobs SET status = 'cancelled', reason = ?, finished_at = ? WHERE id = ?",
-                           (why, now(), j["id"]))
-                j["status"], j["reason"] = "cancelled", why
-            elif j["status"] == "running":
-                runner = self.runners.get(j["id"])
-                if runner is not None:
-                    runner.cancel(why)
+        tx.execute("UPDATE jobs SET status = 'cancelled', reason = ?, finished_at = ? "
+                   "WHERE run_id = ? AND status IN ('pending', 'waiting', 'held')", (why, now(), run["id"]))
+        for j in tx.all("SELECT id FROM jobs WHERE run_id = ? AND status = 'running'", (run["id"],)):
+            runner = self.runners.get(j["id"])
+            if runner is not None:
+                runner.cancel(why)
 
-    def _promote(self, tx: Tx, run: dict[str, Any], plan: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
-        by_base: dict[str, list[dict[str, Any]]] = {}
-        for j in jobs:
-            by_base.setdefault(j["base"], []).append(j)
-        failed_bases = {b for b, js in by_base.items() if any(j["status"] in FAILED for j in js)}
-        for j in jobs:
-            if j["status"] != "pending":
-                continue
-            spec = plan["jobs"][j["base"]]
-            needs = spec["needs"]
-            need_jobs = [n for b in needs for n in by_base.get(b, [])]
-            if any(n["status"] not in FINAL_JOB for n in need_jobs):
-                continue
-            cond = spec["if"]
-            upstream_failed = bool(_ancestors(plan, j["base"]) & failed_bases)
-            if cond == "always":
-                go, why = True, None
-            elif cond == "failure":
-                go, why = upstream_failed, "no earlier job failed (if: failure)"
-            else:
-                bad = [n["name"] for n in need_jobs if n["status"] != "succeeded"]
-                go = not bad
-                why = f"{', '.join(bad)} did not succeed" if bad else None
-            if not go:
-                tx.execute("UPDATE jobs SET status = 'skipped', reason = ?, finished_at = ? WHERE id = ?",
-                           (why, now(), j["id"]))
-                record_event(tx, "job.skipped", "sluice", f"{j['name']} skipped: {why}", run_id=run["id"],
-                             job_id=j["id"])
-                j["status"], j["reason"] = "skipped", why
-                continue
-            hold = spec.get("hold")
-            if hold is not None and not j["released_by"]:
-                deadline = now() + hold["timeout"] if hold.get("timeout") else None
-                prompt = hold.get("prompt") or "waiting for release"
-                tx.execute("UPDATE jobs SET status = 'held', reason = ?, hold_deadline = ? WHERE id = ?",
-                           (prompt, deadline, j["id"]))
-                record_event(tx, "job.held", "sluice", f"{j['name']} on hold: {prompt}", run_id=run["id"],
-                             job_id=j["id"])
-                j["status"], j["reason"] = "held", prompt
-                continue
-            paused = run["kind"] == "workflow" and bool((gates.workflow_state(tx, run["target"]) or {}).get("paused"))
-            why = "paused" if paused else "waiting for an agent"
-            tx.execute("UPDATE jobs SET status = 'waiting', reason = ? WHERE id = ?", (why, j["id"]))
-            j["status"], j["reason"] = "waiting", why
+    def _promote(self, tx: Tx, run: dict[str, Any], plan: dict[str, Any]) -> None:
+        pending = tx.all("SELECT * FROM jobs WHERE run_id = ? AND status = 'pending' ORDER BY position, id",
+                         (run["id"],))
+        if not pending:
+            return
+        counts = self._counts(tx, run["id"])
 
-    def _settle(self, tx: Tx, run: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
-        statuses = [j["status"] for j in jobs]
-        if all(s in FINAL_JOB for s in statuses):
+        def final(base: str) -> bool:
+            return all(st in FINAL_JOB for st in counts.get(base, {}))
+
+        def bump(base: str, old: str, new: str) -> None:
+            c = counts.setdefault(base, {})
+            c[old] -= 1
+            if not c[old]:
+                del c[old]
+            c[new] = c.get(new, 0) + 1
+
+        changed = True
+        while changed:  # a skip can make a later job decidable in the same pass
+            changed = False
+            for j in pending:
+                if j["status"] != "pending":
+                    continue
+                spec = plan["jobs"][j["base"]]
+                needs = spec["needs"]
+                if not all(final(b) for b in needs):
+                    continue
+                cond = spec["if"]
+                failed_bases = {b for b, c in counts.items() if any(st in FAILED for st in c)}
+                if cond == "always":
+                    go, why = True, None
+                elif cond == "failure":
+                    go, why = bool(_ancestors(plan, j["base"]) & failed_bases), "no earlier job failed (if: failure)"
+                else:
+                    bad = [b for b in needs if set(counts.get(b, {})) - {"succeeded"}]
+                    go = not bad
+                    why = f"{', '.join(bad)} did not succeed" if bad else None
+                changed = True
+                if not go:
+                    tx.execute("UPDATE jobs SET status = 'skipped', reason = ?, finished_at = ? WHERE id = ?",
+                               (why, now(), j["id"]))
+                    record_event(tx, "job.skipped", "sluice", f"{j['name']} skipped: {why}", run_id=run["id"],
+                                 job_id=j["id"])
+                    bump(j["base"], "pending", "skipped")
+                    j["status"] = "skipped"
+                    continue
+                hold = spec.get("hold")
+                if hold is not None and not j["released_by"]:
+                    deadline = now() + hold["timeout"] if hold.get("timeout") else None
+                    prompt = hold.get("prompt") or "waiting for release"
+                    tx.execute("UPDATE jobs SET status = 'held', reason = ?, hold_deadline = ? WHERE id = ?",
+                               (prompt, deadline, j["id"]))
+                    record_event(tx, "job.held", "sluice", f"{j['name']} on hold: {prompt}", run_id=run["id"],
+                                 job_id=j["id"])
+                    bump(j["base"], "pending", "held")
+                    j["status"] = "held"
+                    if deadline is not None:
+                        self._deadline = None
+                    continue
+                paused = run["kind"] == "workflow" and bool(
+                    (gates.workflow_state(tx, run["target"]) or {}).get("paused"))
+                why = "paused" if paused else "waiting for an agent"
+                tx.execute("UPDATE jobs SET status = 'waiting', reason = ? WHERE id = ?", (why, j["id"]))
+                bump(j["base"], "pending", "waiting")
+                j["status"] = "waiting"
+
+    def _settle(self, tx: Tx, run: dict[str, Any]) -> None:
+        # cheap probes on (run_id, status): a wide fan-out must not be counted on every completion
+        def has(*statuses: str) -> bool:
+            return tx.one(f"SELECT 1 AS x FROM jobs WHERE run_id = ? AND status IN ({_marks(statuses)}) LIMIT 1",
+                          (run["id"], *statuses)) is not None
+
+        if has("running", "waiting"):
+            status = "running"
+        elif has("held"):
+            status = "on_hold"
+        elif has("pending"):
+            status = "pending" if run["started_at"] is None else "running"
+        else:
+            statuses = {r["status"] for r in tx.all("SELECT DISTINCT status FROM jobs WHERE run_id = ?", (run["id"],))}
             if run["cancel_requested"] and "cancelled" in statuses:
                 status = "cancelled"
-            elif any(s in FAILED for s in statuses):
+            elif statuses & set(FAILED):
                 status = "failed"
             elif "cancelled" in statuses:
                 status = "cancelled"
@@ -201,13 +261,8 @@ class Scheduler:
             gates.after_run_finished(tx, run, status, self.plan(run).get("lock", "none"))
             record_event(tx, f"run.{status}", "sluice", f"run #{run['id']} of {run['target']} {status}",
                          run_id=run["id"], workflow=run["target"] if run["kind"] == "workflow" else None)
+            self.plans.pop(run["id"], None)
             return
-        if "running" in statuses or "waiting" in statuses:
-            status = "running"
-        elif "held" in statuses:
-            status = "on_hold"
-        else:
-            status = "pending" if run["started_at"] is None else "running"
         if status != run["status"]:
             tx.execute("UPDATE runs SET status = ? WHERE id = ?", (status, run["id"]))
 
@@ -225,11 +280,12 @@ class Scheduler:
             "LEFT JOIN workflow_states ws ON r.kind = 'workflow' AND ws.workflow = r.target "
             "WHERE j.status = 'waiting' AND COALESCE(ws.paused, 0) = 0 "
             "ORDER BY j.run_id, j.position, j.id LIMIT ?", (free,))
-        for j in waiting:
-            if j["cancel_requested"]:
-                continue
-            t = now()
-            with self.db.write() as tx:
+        claimed_jobs = []
+        t = now()
+        with self.db.write() as tx:
+            for j in waiting:
+                if j["cancel_requested"]:
+                    continue
                 changed = tx.execute(
                     "UPDATE jobs SET status = 'running', agent = ?, attempt = attempt + 1, "
                     "claim_token = claim_token + 1, started_at = ?, finished_at = NULL, reason = NULL "
@@ -245,9 +301,12 @@ class Scheduler:
                     tx.execute("UPDATE runs SET status = 'running' WHERE id = ?", (run["id"],))
                 record_event(tx, "job.started", f"sluice@{self.agent}",
                              f"{claimed['name']} started on {self.agent}", run_id=run["id"], job_id=j["id"])
-            runner = JobRunner(self.db, self.root, claimed, run, self.agent, self._done)
-            self.runners[j["id"]] = runner
-            runner.start()
+                claimed_jobs.append((claimed, run))
+        for claimed, run in claimed_jobs:
+            runner = JobRunner(self.db, self.root, claimed, run, self.agent, self._done, plan=self.plan(run))
+            with self.lock:
+                self.runners[claimed["id"]] = runner
+            self.pool.submit(runner.run)
 
     def _done(self, runner: JobRunner) -> None:
         with self.lock:
@@ -257,16 +316,3 @@ class Scheduler:
     def cancel_all(self, reason: str) -> None:
         for runner in list(self.runners.values()):
             runner.cancel(reason)
-
-
-def _ancestors(plan: dict[str, Any], base: str) -> set[str]:
-    seen: set[str] = set()
-    todo = list(plan["jobs"][base]["needs"])
-    while todo:
-        b = todo.pop()
-        if b not in seen:
-            seen.add(b)
-            todo.extend(plan["jobs"][b]["needs"])
-    return seen
-
-

@@ -46,6 +46,7 @@ class JobRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_jobs_run", "run_id"),
         Index("ix_jobs_status", "status"),
+        Index("ix_jobs_run_status", "run_id", "status"),
     )
     id: int | None = Field(default=None, primary_key=True)
     run_id: int

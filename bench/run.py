@@ -1,0 +1,223 @@
+"""SPEC 12 benchmarks. Prints a table and writes bench/results/<name>.json.
+
+    .venv/bin/python bench/run.py [p1 p2 p3 ...]
+
+Each benchmark builds its own project in a temp dir and starts a real engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "bench" / "results"
+
+
+def sluice(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
+    p = subprocess.run([str(REPO / ".venv" / "bin" / "sluice"), *args], cwd=root, env=env, capture_output=True,
+                       text=True)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"sluice {' '.join(args)}: {p.returncode}\n{p.stderr}")
+    return p
+
+
+def project(files: dict[str, str]) -> Path:
+    root = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def stop(root: Path) -> None:
+    info = root / ".sluice" / "engine.json"
+    if info.exists():
+        try:
+            os.kill(json.loads(info.read_text())["pid"], signal.SIGKILL)
+        except (ProcessLookupError, ValueError, KeyError):
+            pass
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def bare_loop(n: int, parallel: int) -> float:
+    """Spawn `true` n times with `parallel` threads, as a job runner without bookkeeping would."""
+    def one(_: int) -> None:
+        subprocess.run(["sh", "-c", "true"], check=True)
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(one, range(n)))
+    return n / (time.perf_counter() - t)
+
+
+def huey_consumer(n: int, parallel: int) -> float | None:
+    """A Huey consumer (SQLite storage, process workers) running the same commands."""
+    try:
+        import huey  # noqa: F401
+    except ImportError:
+        return None
+    tmp = Path(tempfile.mkdtemp(prefix="huey-bench-"))
+    (tmp / "tasks.py").write_text(
+        "import subprocess\nfrom huey import SqliteHuey\n"
+        f"huey = SqliteHuey(filename={str(tmp / 'h.db')!r})\n"
+        "@huey.task()\ndef run():\n    subprocess.run(['sh', '-c', 'true'], check=True)\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp)}
+    subprocess.run([sys.executable, "-c", f"import tasks\nfor _ in range({n}): tasks.run()"], env=env, check=True)
+    t = time.perf_counter()
+    consumer = subprocess.Popen([sys.executable, "-m", "huey.bin.huey_consumer", "tasks.huey", "-k", "process",
+                                 "-w", str(parallel), "-d", "0.01"], env=env, cwd=tmp,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import sqlite3
+
+    while True:
+        time.sleep(0.05)
+        left = sqlite3.connect(tmp / "h.db").execute("SELECT COUNT(*) FROM task").fetchone()[0]
+        if left == 0:
+            break
+    elapsed = time.perf_counter() - t
+    consumer.send_signal(signal.SIGINT)
+    consumer.wait()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return n / elapsed
+
+
+def wait_all_final(root: Path, expected: int) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(root / ".sluice" / "state.db")
+    while True:
+        done = db.execute("SELECT COUNT(*) FROM runs WHERE status IN ('succeeded', 'failed', 'cancelled')").fetchone()[0]
+        if done >= expected:
+            return
+        time.sleep(0.02)
+
+
+def p1(n: int = 2000) -> dict:
+    """2,000 queued method items running `true`: queue execute --all until all finished."""
+    parallel = os.cpu_count() or 2
+    root = project({"sluice.yaml": "name: p1\n", "models/m.yaml":
+                    "name: m\nmethods:\n  t:\n    inputs: {n: {}}\n    run: 'true'\n"})
+    try:
+        sluice(root, "engine", "start")
+        sys.path.insert(0, str(REPO))
+        from core import queueing
+        from core.service import Service
+
+        svc = Service.open(root)
+        for i in range(n):
+            queueing.add(svc, "method", "m.t", {"n": str(i)})
+        t = time.perf_counter()
+        sluice(root, "queue", "execute", "--all", "--yes")
+        wait_all_final(root, n)
+        ours = n / (time.perf_counter() - t)
+    finally:
+        stop(root)
+    bare = bare_loop(n, parallel)
+    huey = huey_consumer(n, parallel)
+    return {"items": n, "parallel": parallel, "sluice_per_s": round(ours, 1), "bare_loop_per_s": round(bare, 1),
+            "ratio": round(ours / bare, 2), "huey_per_s": round(huey, 1) if huey else None,
+            "target": "ratio >= 0.8 and ahead of huey"}
+
+
+def p1_fanout(n: int = 1000) -> dict:
+    """A 1,000-way `parallelism` fan-out of `true` against a bare loop with the same parallelism."""
+    parallel = os.cpu_count() or 2
+    root = project({"sluice.yaml": "name: fan\n",
+                    "workflows/w.yaml": f"name: w\njobs:\n  fan:\n    parallelism: {n}\n    steps: [{{run: 'true'}}]\n"})
+    try:
+        sluice(root, "engine", "start")
+        t = time.perf_counter()
+        sluice(root, "workflow", "run", "w", "--detach")
+        wait_all_final(root, 1)
+        ours = n / (time.perf_counter() - t)
+    finally:
+        stop(root)
+    bare = bare_loop(n, parallel)
+    return {"jobs": n, "parallel": parallel, "sluice_per_s": round(ours, 1), "bare_loop_per_s": round(bare, 1),
+            "ratio": round(ours / bare, 2)}
+
+
+def p2(samples: int = 30) -> dict:
+    """Release of a held job, to its first step's process starting."""
+    root = project({"sluice.yaml": "name: p2\n", "workflows/w.yaml":
+                    "name: w\njobs:\n  gate:\n    hold: true\n    steps: [{run: 'date +%s.%N > \"started-$SLUICE_RUN_ID\"'}]\n"})
+    lat = []
+    try:
+        sluice(root, "engine", "start")
+        from core import holds
+        from core.service import Service
+
+        svc = Service.open(root)
+        for _ in range(samples):
+            run_id = svc.run_workflow("w", {})
+            while svc.run_row(run_id)["status"] != "on_hold":
+                time.sleep(0.005)
+            t = time.time()
+            holds.release(svc, "gate", run_id=run_id)
+            marker = root / f"started-{run_id}"
+            while not marker.exists() or not marker.read_text().strip():
+                time.sleep(0.001)
+            lat.append((float(marker.read_text()) - t) * 1000)
+    finally:
+        stop(root)
+    lat.sort()
+    return {"samples": samples, "median_ms": round(statistics.median(lat), 1),
+            "p95_ms": round(lat[int(len(lat) * 0.95) - 1], 1), "target": "median < 50 ms, p95 < 150 ms"}
+
+
+def p3(items: int = 1000, repeats: int = 15) -> dict:
+    """`sluice queue list --json` with 1,000 items; `sluice --version`."""
+    root = project({"sluice.yaml": "name: p3\n", "models/m.yaml":
+                    "name: m\nmethods:\n  t:\n    inputs: {n: {}}\n    run: 'true'\n"})
+    try:
+        from core import queueing
+        from core.service import Service
+
+        svc = Service.open(root)
+        for i in range(items):
+            queueing.add(svc, "method", "m.t", {"n": str(i)})
+
+        def timed(*args: str) -> float:
+            out = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                sluice(root, *args)
+                out.append((time.perf_counter() - t) * 1000)
+            return round(statistics.median(out), 1)
+
+        return {"queue_list_json_1000_ms": timed("queue", "list", "--json"), "version_ms": timed("--version"),
+                "run_list_ms": timed("run", "list"), "targets": "queue list < 250 ms, --version < 100 ms"}
+    finally:
+        stop(root)
+
+
+BENCHES = {"p1": p1, "p1_fanout": p1_fanout, "p2": p2, "p3": p3}
+
+
+def main() -> None:
+    names = sys.argv[1:] or list(BENCHES)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine()}
+    for name in names:
+        result = BENCHES[name]()
+        result["machine"] = machine
+        result["at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(f"{name:10s} " + "  ".join(f"{k}={v}" for k, v in result.items() if k not in ("machine", "at")))
+
+
+if __name__ == "__main__":
+    main()

@@ -84,3 +84,17 @@ def test_unreadable_database_is_one_line(proj: Proj) -> None:
 def test_unsupported_url_is_one_line(proj: Proj) -> None:
     r = proj.sluice("run", "list", env={"SLUICE_DATABASE_URL": "mysql://x/y"})
     assert r.code == 2 and "unsupported database URL" in r.err
+
+
+def test_locked_database_is_one_line_and_changes_nothing(proj: Proj) -> None:
+    proj.write("workflows/w.yaml", 'name: w\njobs: {j: {steps: [{run: "true"}]}}\n')
+    holder = sqlite3.connect(proj.root / ".sluice" / "state.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        r = proj.sluice("workflow", "queue", "w", env={"SLUICE_BUSY_TIMEOUT": "0.5"})
+    finally:
+        holder.execute("ROLLBACK")
+    assert r.code == 2
+    assert r.err.startswith("sluice: ") and "locked" in r.err
+    assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
+    assert proj.ok("queue", "list", "--json").json == []

@@ -18,7 +18,7 @@ from typing import Any
 
 # The Alembic revision this code expects; tests check it equals the migrations' head.
 SCHEMA_HEAD = "0003"
-BUSY_TIMEOUT_S = 30.0
+BUSY_TIMEOUT_S = float(os.environ.get("SLUICE_BUSY_TIMEOUT", "30"))
 
 
 class StoreError(Exception):

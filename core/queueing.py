@@ -177,6 +177,18 @@ def select(svc: Service, selector: Selector | None = None, *, limit: int | None 
     return [item_view(r, _specs(svc, r["kind"], r["target"])) for r in rows]
 
 
+def window(svc: Service, *, text: str | None = None, limit: int = 500) -> tuple[list[dict[str, Any]], int]:
+    """The oldest `limit` queued items matching `text` (target, kind, note, user), and how many match."""
+    where, params = "status = 'queued'", []
+    if text:
+        like = f"%{text}%"
+        where += " AND (target LIKE ? OR kind LIKE ? OR note LIKE ? OR queued_by LIKE ? OR CAST(id AS TEXT) = ?)"
+        params = [like, like, like, like, text.lstrip("#")]
+    total = int(svc.db.scalar(f"SELECT COUNT(*) FROM queue_items WHERE {where}", params) or 0)
+    rows = svc.db.all(f"SELECT * FROM queue_items WHERE {where} ORDER BY id LIMIT ?", (*params, limit))
+    return [item_view(r, _specs(svc, r["kind"], r["target"])) for r in rows], total
+
+
 def count(svc: Service) -> int:
     return int(svc.db.scalar("SELECT COUNT(*) FROM queue_items WHERE status = 'queued'") or 0)
 

@@ -74,3 +74,27 @@ def copy_demo(target: Path) -> Path:
         return target  # already there: reuse it (and its history)
     shutil.copytree(DEMO, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".sluice"))
     return target
+
+
+def stage_demo(root: Path) -> str | None:
+    """First time only: stage the seed scenarios so the dashboard has something to show."""
+    from . import queueing
+    from .service import Service
+
+    svc = Service.open(root)
+    if svc.db.scalar("SELECT COUNT(*) FROM events"):
+        return None
+    staged = [
+        ("workflow", "db-migration", {}, "2am change window: after traffic drains"),
+        ("workflow", "app-deployment", {"version": "v2.4.0"}, "2am change window, after the migration"),
+        ("method", "ad-account.create", {"user": "jsmith"}, "new hire starts Monday"),
+        ("method", "github-org.add-member", {"user": "jsmith"}, "new hire starts Monday"),
+        ("method", "slack.create-account", {"user": "jsmith"}, "new hire starts Monday"),
+        ("method", "vpn.add-to-group", {"user": "jsmith", "group": "engineering"}, "new hire starts Monday"),
+        ("workflow", "teardown-compute", {}, "decommission: step 1 of 3"),
+        ("workflow", "teardown-networking", {}, "decommission: step 2 of 3"),
+        ("workflow", "teardown-dns", {}, "decommission: step 3 of 3"),
+    ]
+    for kind, target, inputs, note in staged:
+        queueing.add(svc, kind, target, inputs, note=note)
+    return f"staged {len(staged)} items from the seed scenarios in the queue"

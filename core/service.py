@@ -208,6 +208,79 @@ class Service:
             mats[m["run_id"]].append(m)
         return [run_view(r, jobs[r["id"]], mats[r["id"]]) for r in runs]
 
+    def runs_window(self, *, text: str | None = None, order: str = "schedule", limit: int = 500,
+                    workflow: str | None = None) -> tuple[list[dict[str, Any]], int]:
+        """The newest `limit` runs matching `text` (target, trigger, user or status), and how many match."""
+        where, params = [], []
+        if text:
+            where.append("(target LIKE ? OR status LIKE ? OR trigger LIKE ? OR created_by LIKE ? OR CAST(id AS TEXT) = ?)")
+            like = f"%{text}%"
+            params += [like, like, like, like, text.lstrip("#")]
+        if workflow:
+            where.append("target = ?")
+            params.append(workflow)
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        total = int(self.db.scalar(f"SELECT COUNT(*) FROM runs {clause}", params) or 0)
+        key = "natural_at DESC, id DESC" if order == "natural" else "id DESC"
+        runs = self.db.all(f"SELECT id, kind, target, status, trigger, created_by, created_at, finished_at "
+                           f"FROM runs {clause} ORDER BY {key} LIMIT ?", (*params, limit))
+        if runs:
+            ids = [r["id"] for r in runs]
+            held: dict[int, list[str]] = {}
+            marks = ",".join("?" * len(ids))
+            for j in self.db.all(f"SELECT run_id, name FROM jobs WHERE run_id IN ({marks}) AND status = 'held'", ids):
+                held.setdefault(j["run_id"], []).append(j["name"])
+            for r in runs:
+                r["held"] = held.get(r["id"], [])
+                r["created_at"], r["finished_at"] = iso(r["created_at"]), iso(r["finished_at"])
+        return runs, total
+
+    def list_agents(self) -> list[dict[str, Any]]:
+        """Agents with their state: idle, busy (with what), disabled, lost."""
+        rows = self.db.all("SELECT * FROM agents ORDER BY name")
+        busy: dict[str, list[str]] = {}
+        for j in self.db.all("SELECT j.agent, j.name, j.run_id FROM jobs j WHERE j.status = 'running'"):
+            busy.setdefault(j["agent"], []).append(f"#{j['run_id']} {j['name']}")
+        out = []
+        for a in rows:
+            jobs = busy.get(a["name"], [])
+            state = "lost" if a["lost"] else "disabled" if not a["enabled"] else "busy" if jobs else "idle"
+            out.append({"name": a["name"], "host": a["host"], "environments": loads(a["environments"], []),
+                        "resources": loads(a["resources"], []), "capacity": a["capacity"], "state": state,
+                        "enabled": bool(a["enabled"]), "jobs": jobs, "heartbeat_at": iso(a["heartbeat_at"])})
+        return out
+
+    def set_agent_enabled(self, name: str, enabled: bool, actor: str | None = None) -> dict[str, Any]:
+        actor = actor or identity.actor()
+        with self.db.write() as tx:
+            row = tx.one("SELECT * FROM agents WHERE name = ?", (name,))
+            if row is None:
+                names = [r["name"] for r in tx.all("SELECT name FROM agents")]
+                raise NotFound(f"no agent '{name}'{did_you_mean(name, names)}")
+            if bool(row["enabled"]) == enabled:
+                raise Refused(f"agent {name} is already {'enabled' if enabled else 'disabled'}")
+            tx.execute("UPDATE agents SET enabled = ? WHERE name = ?", (1 if enabled else 0, name))
+            verb = "enabled" if enabled else "disabled"
+            record_event(tx, f"agent.{verb}", actor, f"{verb} agent {name}")
+        self.poke()
+        return next(a for a in self.list_agents() if a["name"] == name)
+
+    def workflow_states(self) -> list[dict[str, Any]]:
+        """Every workflow with its pause, lock holder, next timer fire and last run."""
+        from . import gates
+
+        states = {r["workflow"]: r for r in self.db.all("SELECT * FROM workflow_states")}
+        out = []
+        with self.db.write() as tx:  # consistent with the lock check that gates runs
+            for w in self.list_workflows():
+                wf = self.project.workflows[w["name"]]
+                st = states.get(wf.name) or {}
+                holder = gates.lock_holder(tx, wf.name, wf.lock, st or None)
+                out.append({**w, "paused": bool(st.get("paused")), "paused_by": st.get("paused_by"),
+                            "pause_reason": st.get("pause_reason"), "locked_by_run": holder["id"] if holder else None,
+                            "next_fire": iso(next_fire(wf.timer.cron, self.project.timezone)) if wf.timer else None})
+        return out
+
     def job_rows(self, run_id: int) -> list[dict[str, Any]]:
         return self.db.all("SELECT * FROM jobs WHERE run_id = ? ORDER BY position, id", (run_id,))
 
@@ -282,6 +355,17 @@ class Service:
 
 
 # ---------------------------------------------------------------- JSON shapes (SPEC 10)
+
+
+def next_fire(cron: str, tz: str | None, after: float | None = None) -> float:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from croniter import croniter
+
+    zone = ZoneInfo(tz) if tz else datetime.now().astimezone().tzinfo
+    start = datetime.fromtimestamp(after if after is not None else now(), zone)
+    return croniter(cron, start).get_next(datetime).timestamp()
 
 
 def _definitions_stamp(root: Path) -> tuple[float, ...]:

@@ -12,13 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .glyphs import GLYPHS
+
 VERSION = "0.1.0"
 
-GLYPHS = {
-    "pending": "○", "waiting": "…", "held": "⏸", "on_hold": "⏸", "running": "▶", "succeeded": "✓",
-    "failed": "✗", "rejected": "⛔", "cancelled": "⊘", "skipped": "↷", "queued": "◆", "executed": "✓",
-    "purged": "⌫",
-}
 COLOURS = {"succeeded": "32", "failed": "31", "rejected": "31", "held": "33", "on_hold": "33", "running": "36",
            "cancelled": "35", "waiting": "34"}
 
@@ -105,7 +102,9 @@ def build_parser() -> Parser:
             c.add_argument("--json", action="store_true", help="one JSON document on stdout")
         return c
 
-    sub.add_parser("tui", help="open the dashboard").add_argument("--read-only", action="store_true")
+    c = sub.add_parser("tui", help="open the dashboard")
+    c.add_argument("--read-only", action="store_true", help="no actions that change anything (for reviewers)")
+    c.add_argument("--mouse", action="store_true", help="enable the mouse (off over SSH by default)")
     sub.add_parser("demo", help="copy the demo project to a folder and open it in the dashboard").add_argument(
         "dir", nargs="?", help="where to put the demo project (default: ./sluice-demo)")
     c = cmd(sub, "init", "write a small working project", json_flag=False)
@@ -230,8 +229,8 @@ def open_service(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def ensure_engine(svc: Any) -> None:
     from core.engine import control
 
-    if control.status(svc.project.root) is None:
-        info = control.start_background(svc.project.root)
+    info = control.ensure(svc.project.root)
+    if info is not None:
         note(f"started the engine in the background (pid {info.get('pid')}); "
              f"runs go on if this terminal closes. Log: .sluice/engine.log")
 
@@ -673,16 +672,28 @@ def do_history(args: argparse.Namespace, out: Out) -> int:
 
 
 def do_tui(args: argparse.Namespace, out: Out) -> int:
-    raise UsageError("sluice tui: the dashboard is not built yet; use the commands listed by 'sluice --help'")
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("sluice tui: the dashboard needs a terminal")
+    from .app import run_dashboard
+
+    return run_dashboard(project_dir(args), read_only=getattr(args, "read_only", False),
+                         mouse=True if getattr(args, "mouse", False) else None)
 
 
 def do_demo(args: argparse.Namespace, out: Out) -> int:
-    from core.scaffold import copy_demo
+    from core.scaffold import copy_demo, stage_demo
 
     target = copy_demo(Path(args.dir or "sluice-demo"))
-    out.line(f"demo project ready in {target}")
-    out.line(f"try: cd {target} && sluice workflow list && sluice workflow run release --input version=v1.2.3")
-    return 0
+    note(f"demo project in {target}")
+    staged = stage_demo(target)
+    if staged:
+        note(staged)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        out.line(f"demo project ready in {target}; open it with: cd {target} && sluice")
+        return 0
+    from .app import run_dashboard
+
+    return run_dashboard(target)
 
 
 HANDLERS = {

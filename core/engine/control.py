@@ -44,6 +44,13 @@ def start_background(root: Path, wait: float = 10.0) -> dict[str, Any]:
     raise RuntimeError(f"the engine did not start within {wait:.0f}s; see {state / 'engine.log'}")
 
 
+def ensure(root: Path) -> dict[str, Any] | None:
+    """Start the engine when none runs; returns its info if this call started it."""
+    if status(root) is None:
+        return start_background(root)
+    return None
+
+
 def stop(root: Path, *, now: bool = False, wait: float = 30.0) -> bool:
     """Ask the engine to stop: drain (finish running jobs) or now (cancel them). False if none ran."""
     info = engine_running(root)
@@ -62,4 +69,4 @@ def stop(root: Path, *, now: bool = False, wait: float = 30.0) -> bool:
     return True
 
 
-__all__ = ["info_path", "start_background", "status", "stop"]
+__all__ = ["ensure", "info_path", "start_background", "status", "stop"]

@@ -1,0 +1,133 @@
+"""Modal dialogs: confirmation (Cancel focused), a reason, a form of inputs, help."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Lists exactly the items captured when the key was pressed; Cancel has the focus."""
+
+    BINDINGS = [
+        Binding("y", "confirm", "Yes", id="confirm.yes"),
+        Binding("n,escape", "cancel", "No", id="confirm.no"),
+    ]
+
+    def __init__(self, title: str, lines: list[str], verb: str):
+        super().__init__()
+        self.title_text = title
+        self.lines = lines
+        self.verb = verb
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self.title_text, id="dialog-title")
+            with VerticalScroll(id="dialog-items"):
+                yield Static("\n".join(self.lines))
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Cancel (n)", id="cancel")
+                yield Button(f"{self.verb} (y)", id="confirm", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm")
+
+    def action_confirm(self) -> None:
+        self.dismiss(True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+class FormScreen(ModalScreen[dict[str, str] | None]):
+    """A small form: one Input per field; enter submits, escape cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="form.cancel")]
+
+    def __init__(self, title: str, fields: list[dict[str, Any]], submit: str = "OK", note: str = ""):
+        """fields: [{name, label, placeholder, value, required}]"""
+        super().__init__()
+        self.title_text = title
+        self.fields = fields
+        self.submit = submit
+        self.note = note
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self.title_text, id="dialog-title")
+            if self.note:
+                yield Static(self.note, id="dialog-note")
+            with VerticalScroll(id="dialog-items"):
+                for f in self.fields:
+                    yield Label(f["label"] + (" *" if f.get("required") else ""))
+                    yield Input(value=str(f.get("value") or ""), placeholder=f.get("placeholder", ""),
+                                id=f"field-{f['name']}", password=bool(f.get("secret")))
+            yield Static("", id="dialog-error")
+            with Horizontal(id="dialog-buttons"):
+                yield Button("Cancel (esc)", id="cancel")
+                yield Button(self.submit, id="submit", variant="primary")
+
+    def on_mount(self) -> None:
+        inputs = self.query(Input)
+        if inputs:
+            inputs.first().focus()
+        else:
+            self.query_one("#submit", Button).focus()
+
+    def values(self) -> dict[str, str]:
+        return {f["name"]: self.query_one(f"#field-{f['name']}", Input).value for f in self.fields}
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        inputs = list(self.query(Input))
+        i = inputs.index(event.input)
+        if i + 1 < len(inputs):
+            inputs[i + 1].focus()
+        else:
+            self._submit()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "submit":
+            self._submit()
+        else:
+            self.dismiss(None)
+
+    def _submit(self) -> None:
+        values = self.values()
+        missing = [f["label"] for f in self.fields if f.get("required") and not values[f["name"]].strip()]
+        if missing:
+            self.query_one("#dialog-error", Static).update(f"required: {', '.join(missing)}")
+            return
+        self.dismiss(values)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class HelpScreen(ModalScreen[None]):
+    """The keys of the pane that had the focus."""
+
+    BINDINGS = [Binding("escape,q,question_mark", "close", "Close", id="help.close")]
+
+    def __init__(self, title: str, keys: list[tuple[str, str]]):
+        super().__init__()
+        self.title_text = title
+        self.keys = keys
+
+    def compose(self) -> ComposeResult:
+        width = max((len(k) for k, _ in self.keys), default=4)
+        with Vertical(id="dialog"):
+            yield Label(self.title_text, id="dialog-title")
+            with VerticalScroll(id="dialog-items"):
+                yield Static("\n".join(f"{k.ljust(width)}  {d}" for k, d in self.keys))
+            yield Static("escape closes", id="dialog-note")
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,191 @@
+"""The run view (jobs with status, reason, agent, outputs, who released) and the log view."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Log, Static
+
+from core.identity import actor_user
+
+from ..glyphs import status_text
+from ..widgets.live_table import LiveTable
+from .base import ReadOnlyAware, styled_status
+
+if TYPE_CHECKING:
+    from ..app import SluiceApp
+
+
+def short(iso_time: str | None) -> str:
+    return iso_time[5:16].replace("T", " ") if iso_time else ""
+
+
+class RunScreen(ReadOnlyAware, Screen[None]):
+    BINDINGS = [
+        Binding("escape,backspace", "back", "Back", id="run.back"),
+        Binding("r", "release", "Release", id="run.release"),
+        Binding("R", "reject", "Reject", id="run.reject"),
+        Binding("c", "cancel_run", "Cancel run", id="run.cancel"),
+        Binding("l,enter", "logs", "Logs", id="run.logs"),
+        Binding("question_mark", "help", "Help", id="run.help"),
+    ]
+    DESTRUCTIVE = {"release", "reject", "cancel_run"}
+
+    def __init__(self, run_id: int):
+        super().__init__()
+        self.run_id = run_id
+        self.view: dict[str, Any] | None = None
+
+    @property
+    def sluice(self) -> SluiceApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="run-view", classes="pane"):
+            yield Static("", id="run-summary")
+            yield LiveTable([("job", "Job"), ("status", "Status"), ("agent", "Agent"), ("detail", "Reason / outputs"),
+                             ("by", "Released / rejected")], id="jobs")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#run-view").border_title = f"Run #{self.run_id}"
+        self.query_one(LiveTable).focus()
+        self.sluice.kick()
+
+    # live data (fetch runs in the app's poller thread)
+    def fetch(self) -> Any:
+        return self.sluice.svc.run_view(self.run_id)
+
+    def show(self, view: dict[str, Any]) -> None:
+        self.view = view
+        summary = Text.assemble(
+            (f"#{view['id']} {view['target']} ", "bold"), styled_status(view["status"]),
+            f"  {view['trigger']} by {actor_user(view['created_by'])} at {short(view['created_at'])}",
+        )
+        if view["inputs"]:
+            summary.append("\ninputs: " + "  ".join(f"{k}={v}" for k, v in view["inputs"].items()))
+        if view["parent_run_id"]:
+            summary.append(f"\nstarted by run #{view['parent_run_id']}")
+        self.query_one("#run-summary", Static).update(summary)
+        rows = []
+        for j in view["jobs"]:
+            detail = "; ".join(x for x in [j["reason"] or "", " ".join(f"{k}={v}" for k, v in j["outputs"].items())]
+                               if x)
+            by = f"{actor_user(j['released_by'])} {short(j['released_at'])}" if j["released_by"] else ""
+            if j["comment"]:
+                by += f" “{j['comment']}”"
+            rows.append((j["name"], (j["name"], styled_status(j["status"]), j["agent"] or "", detail, by)))
+        self.query_one(LiveTable).apply(rows)
+
+    def on_data_table_row_selected(self, event: LiveTable.RowSelected) -> None:
+        event.stop()
+        self.action_logs()
+
+    def current_job(self) -> dict[str, Any] | None:
+        key = self.query_one(LiveTable).cursor_key
+        if self.view is None or key is None:
+            return None
+        return next((j for j in self.view["jobs"] if j["name"] == key), None)
+
+    def _held_job(self) -> dict[str, Any] | None:
+        job = self.current_job()
+        if job is None or job["status"] != "held":
+            held = [j for j in (self.view or {}).get("jobs", []) if j["status"] == "held"]
+            if len(held) == 1:
+                return held[0]
+            self.notify("put the cursor on a held job", severity="warning")
+            return None
+        return job
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+    def action_release(self) -> None:
+        job = self._held_job()
+        if job is not None:
+            self.sluice.release_flow(self.run_id, job["name"])
+
+    def action_reject(self) -> None:
+        job = self._held_job()
+        if job is not None:
+            self.sluice.reject_flow(self.run_id, job["name"])
+
+    def action_cancel_run(self) -> None:
+        self.sluice.cancel_flow([self.run_id])
+
+    def action_logs(self) -> None:
+        job = self.current_job()
+        self.app.push_screen(LogScreen(self.run_id, job["name"] if job else None))
+
+    def action_help(self) -> None:
+        self.sluice.show_help(f"Run #{self.run_id}", self)
+
+
+class LogScreen(Screen[None]):
+    """A job's output (or the whole run's), following new output as it arrives."""
+
+    BINDINGS = [
+        Binding("escape,backspace,q", "back", "Back", id="log.back"),
+        Binding("f", "toggle_follow", "Follow on/off", id="log.follow"),
+        Binding("question_mark", "help", "Help", id="log.help"),
+    ]
+
+    def __init__(self, run_id: int, job: str | None):
+        super().__init__()
+        self.run_id = run_id
+        self.job = job
+        self.after = 0
+        self.follow = True
+        self.partial = False
+
+    @property
+    def sluice(self) -> SluiceApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="log-view", classes="pane"):
+            yield Log(id="log", highlight=False, max_lines=50_000, auto_scroll=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._title()
+        self.query_one(Log).focus()
+        self.sluice.kick()
+
+    def _title(self) -> None:
+        what = f"job {self.job}" if self.job else "all jobs"
+        self.query_one("#log-view").border_title = (
+            f"Logs · run #{self.run_id} · {what}" + (" · following" if self.follow else " · paused"))
+
+    def fetch(self) -> Any:
+        chunks = self.sluice.svc.log_chunks(self.run_id, job=self.job, after=self.after, limit=500)
+        status = self.sluice.svc.run_row(self.run_id)["status"]
+        return chunks, status
+
+    def show(self, data: Any) -> None:
+        chunks, status = data
+        log = self.query_one(Log)
+        for c in chunks:
+            if c["id"] <= self.after:
+                continue
+            self.after = c["id"]
+            text = c["data"] if self.job else "".join(
+                f"[{c['job']}] {ln}" for ln in c["data"].splitlines(keepends=True))
+            log.write(text, scroll_end=self.follow)
+        self.query_one("#log-view").border_subtitle = status_text(status)
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+    def action_toggle_follow(self) -> None:
+        self.follow = not self.follow
+        self.query_one(Log).auto_scroll = self.follow
+        self._title()
+
+    def action_help(self) -> None:
+        self.sluice.show_help("Logs", self)

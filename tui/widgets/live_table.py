@@ -1,0 +1,68 @@
+"""A DataTable updated by keyed diffs: only rows that came, went or changed are touched."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import DataTable
+from textual.widgets.data_table import RowDoesNotExist
+
+Cell = str | Text
+
+
+class LiveTable(DataTable):
+    """Rows are keyed by id; `apply` brings the table to a new list of rows with minimal work."""
+
+    def __init__(self, columns: Sequence[tuple[str, str]], *, id_column: int = 0, **kwargs: Any):
+        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
+        self.id_column = id_column  # a column whose text is unique per row (it drives the sort)
+        self._columns = list(columns)
+        self._rows: dict[str, tuple[Cell, ...]] = {}
+        self._order: list[str] = []
+
+    def on_mount(self) -> None:
+        for key, label in self._columns:
+            self.add_column(label, key=key)
+
+    @property
+    def cursor_key(self) -> str | None:
+        if not self._order or self.cursor_row < 0 or self.cursor_row >= self.row_count:
+            return None
+        try:
+            return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        except RowDoesNotExist:
+            return None
+
+    def apply(self, rows: Sequence[tuple[str, Sequence[Cell]]]) -> bool:
+        """Make the table show `rows` (key, cells) in this order. Returns True if anything changed."""
+        new = {key: tuple(cells) for key, cells in rows}
+        order = [key for key, _ in rows]
+        if new == self._rows and order == self._order:
+            return False
+        anchor = self.cursor_key
+        before = set(self._rows)
+        # where add_row puts rows: the kept ones in their old order, then the new ones
+        natural = [k for k in self._order if k in new] + [k for k in order if k not in before]
+        with self.app.batch_update():
+            for key in [k for k in self._rows if k not in new]:
+                self.remove_row(key)
+                del self._rows[key]
+            for key, cells in new.items():
+                old = self._rows.get(key)
+                if old is None:
+                    self.add_row(*cells, key=key)
+                elif old != cells:
+                    for (col, _), before, after in zip(self._columns, old, cells, strict=True):
+                        if before != after:
+                            self.update_cell(key, col, after)
+                self._rows[key] = cells
+            if order != natural:
+                # DataTable sorts by cell values: sort on the rank of each row's unique id cell
+                rank = {str(new[k][self.id_column]): i for i, k in enumerate(order)}
+                self.sort(self._columns[self.id_column][0], key=lambda v: rank.get(str(v), 0))
+            self._order = order
+            if anchor is not None and anchor in new:
+                self.move_cursor(row=self.get_row_index(anchor), animate=False)
+        return True

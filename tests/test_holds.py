@@ -44,9 +44,9 @@ def statuses(proj: Proj, run: int) -> dict[str, str]:
 def test_run_stops_at_the_hold_and_says_how_to_release(proj: Proj) -> None:
     setup(proj)
     r = proj.ok("workflow", "run", "release", "-i", "version=1")
-    assert "⏸ held ship: Ship it?" in r.out
+    assert "‖ held ship: Ship it?" in r.out
     assert "sluice workflow release ship --run 1" in r.out
-    assert "run #1 ⏸ on_hold" in r.out
+    assert "run #1 ‖ on_hold" in r.out
     view = proj.ok("run", "show", "1", "--json").json
     assert view["status"] == "on_hold"
     assert statuses(proj, 1) == {"build": "succeeded", "ship": "held", "after-ship": "pending",

@@ -320,7 +320,7 @@ class WorkflowsPane(Pane):
         out = []
         for w in rows:
             if w["paused"]:
-                state = Text(f"⏸ paused: {w['pause_reason']} ({actor_user(w['paused_by'] or '')})", style="bold yellow")
+                state = Text(f"‖ paused: {w['pause_reason']} ({actor_user(w['paused_by'] or '')})", style="bold yellow")
             elif w["locked_by_run"]:
                 state = Text(f"⊘ locked by #{w['locked_by_run']}", style="yellow")
             else:
@@ -415,7 +415,7 @@ class SluiceApp(App[None]):
     ]
 
     def __init__(self, svc: Service, *, read_only: bool = False, start_engine: bool = True,
-                 poll: bool = True):
+                 poll: bool = True, theme: str | None = None):
         super().__init__()
         self.svc = svc
         self.read_only = read_only
@@ -424,7 +424,7 @@ class SluiceApp(App[None]):
         self.active = "queue"
         self._kick = threading.Event()
         self._stop = threading.Event()
-        self.theme = "ansi-dark" if _few_colours() else "textual-dark"
+        self.theme = theme or ("ansi-dark" if _few_colours() else "textual-dark")
 
     # ------------------------------------------------------------ layout
 
@@ -461,7 +461,8 @@ class SluiceApp(App[None]):
         return self.query_one(f"#{pid}", Pane)
 
     def _topbar(self) -> None:
-        parts = Text.assemble(("sluice ", "bold"), (self.svc.project.name, "bold"), "  ")
+        parts = Text()
+        parts.append(f"sluice · {self.svc.project.name}  ", style="bold")
         for key, pid, _ in PANES:
             label = f" {key} {pid.title()} "
             parts.append(label, style="reverse bold" if pid == self.active else "")
@@ -662,7 +663,8 @@ class SluiceApp(App[None]):
         keys: list[tuple[str, str]] = []
         seen: set[str] = set()
         for n in [node, *node.ancestors_with_self] if hasattr(node, "ancestors_with_self") else [node]:
-            for b in getattr(n, "BINDINGS", []):
+            inherited = [b for cls in type(n).__mro__ for b in cls.__dict__.get("BINDINGS", [])]
+            for b in inherited:
                 if not isinstance(b, Binding) or b.key in seen:
                     continue
                 if hasattr(n, "check_action") and n.check_action(b.action, ()) is False:

@@ -1,9 +1,10 @@
 """Status as a glyph and a word (never colour alone), shared by the CLI and the dashboard."""
 
 GLYPHS = {
-    "pending": "○", "waiting": "…", "held": "⏸", "on_hold": "⏸", "running": "▶", "succeeded": "✓",
-    "failed": "✗", "rejected": "⛔", "cancelled": "⊘", "skipped": "↷", "queued": "◆", "executed": "✓",
-    "purged": "⌫", "idle": "○", "busy": "▶", "disabled": "⊘", "lost": "✗",
+    # single-width characters that every monospace font has (no emoji: they are wide, or missing)
+    "pending": "○", "waiting": "…", "held": "‖", "on_hold": "‖", "running": "»", "succeeded": "✓",
+    "failed": "✗", "rejected": "⊗", "cancelled": "⊘", "skipped": "↷", "queued": "◆", "executed": "✓",
+    "purged": "-", "idle": "○", "busy": "»", "disabled": "⊘", "lost": "✗",
 }
 # classes for the dashboard's CSS; the CLI maps them to ANSI colours
 TONE = {"succeeded": "good", "executed": "good", "idle": "good", "failed": "bad", "rejected": "bad", "lost": "bad",

@@ -66,10 +66,10 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
             if self.note:
                 yield Static(self.note, id="dialog-note")
             with VerticalScroll(id="dialog-items"):
-                for f in self.fields:
+                for i, f in enumerate(self.fields):
                     yield Label(f["label"] + (" *" if f.get("required") else ""))
                     yield Input(value=str(f.get("value") or ""), placeholder=f.get("placeholder", ""),
-                                id=f"field-{f['name']}", password=bool(f.get("secret")))
+                                id=f"field-{i}", password=bool(f.get("secret")))
             yield Static("", id="dialog-error")
             with Horizontal(id="dialog-buttons"):
                 yield Button("Cancel (esc)", id="cancel")
@@ -83,7 +83,7 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
             self.query_one("#submit", Button).focus()
 
     def values(self) -> dict[str, str]:
-        return {f["name"]: self.query_one(f"#field-{f['name']}", Input).value for f in self.fields}
+        return {f["name"]: self.query_one(f"#field-{i}", Input).value for i, f in enumerate(self.fields)}
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         inputs = list(self.query(Input))

@@ -65,7 +65,7 @@ class RunScreen(ReadOnlyAware, Screen[None]):
         self.view = view
         summary = Text.assemble(
             (f"#{view['id']} {view['target']} ", "bold"), styled_status(view["status"]),
-            f"  {view['trigger']} by {actor_user(view['created_by'])} at {short(view['created_at'])}",
+            f"   {view['trigger']} by {actor_user(view['created_by'])} at {short(view['created_at'])}",
         )
         if view["inputs"]:
             summary.append("\ninputs: " + "  ".join(f"{k}={v}" for k, v in view["inputs"].items()))

@@ -1,0 +1,311 @@
+"""The dashboard driven by key presses (Textual Pilot); the store is checked afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pty
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import Proj
+from dash import app_for, build, fixed_demo
+
+
+def run(coro) -> None:  # noqa: ANN001
+    asyncio.run(coro)
+
+
+async def settle(pilot, app, until=None, timeout: float = 10.0) -> None:  # noqa: ANN001
+    """Let workers finish and refresh the visible data; optionally until a condition holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        app.refresh_now()
+        await pilot.pause()
+        if until is None or until():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.05)
+
+
+def items(proj: Proj) -> dict[int, str]:
+    return {r["id"]: r["status"] for r in proj.service().db.all("SELECT id, status FROM queue_items")}
+
+
+def test_execute_marked_items_with_confirmation(proj: Proj) -> None:
+    fixed_demo(proj)
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            await pilot.press("space", "space", "x")
+            from tui.screens.modals import ConfirmScreen
+
+            assert isinstance(app.screen, ConfirmScreen)
+            assert [ln.split()[0] for ln in app.screen.lines] == ["#1", "#2"]
+            assert app.screen.focused.id == "cancel"  # Cancel has the focus
+            await pilot.press("y")
+            await settle(pilot, app)
+            # teardown-dns is paused: its item stays queued and the dashboard says why
+            assert any("#1 stays queued: workflow teardown-dns is paused" in n.message for n in app._notifications)
+    run(go())
+    assert items(proj) == {1: "queued", 2: "executed", 3: "queued", 4: "queued"}
+    runs = proj.service().db.all("SELECT queue_item_id, trigger FROM runs WHERE queue_item_id IS NOT NULL")
+    assert [(r["queue_item_id"], r["trigger"]) for r in runs] == [(2, "queue")]
+
+
+def test_execute_without_marks_takes_the_cursor_row(proj: Proj) -> None:
+    fixed_demo(proj)
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            await pilot.press("down", "down", "x", "y")
+            await settle(pilot, app)
+    run(go())
+    assert items(proj)[3] == "executed" and items(proj)[1] == "queued"
+
+
+def test_purge_cancel_then_confirm(proj: Proj) -> None:
+    fixed_demo(proj)
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            await pilot.press("d", "n")
+            await settle(pilot, app)
+            assert items(proj)[1] == "queued"
+            await pilot.press("d", "escape")
+            await settle(pilot, app)
+            assert items(proj)[1] == "queued"
+            await pilot.press("d", "enter")  # enter on the focused Cancel button: still nothing
+            await settle(pilot, app)
+            assert items(proj)[1] == "queued"
+            await pilot.press("d", "y")
+            await settle(pilot, app)
+    run(go())
+    assert items(proj) == {1: "purged", 2: "queued", 3: "queued", 4: "queued"}
+    assert proj.service().db.scalar("SELECT COUNT(*) FROM runs WHERE queue_item_id IS NOT NULL") == 0
+
+
+def test_release_with_comment_and_field(proj: Proj) -> None:
+    fixed_demo(proj)
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("2")
+            await settle(pilot, app)
+            # runs are newest first: #2, the held one, is under the cursor
+            assert app.pane("runs").current()["held"] == ["ship"]
+            await pilot.press("r")
+            from tui.screens.modals import FormScreen
+
+            assert isinstance(app.screen, FormScreen)
+            await pilot.press(*"looks good", "enter", *"CHG-9", "enter")
+            await settle(pilot, app)
+    run(go())
+    ship = proj.service().db.one("SELECT * FROM jobs WHERE run_id = 2 AND name = 'ship'")
+    assert ship["status"] == "waiting" and ship["comment"] == "looks good"
+    assert '"ticket":"CHG-9"' in ship["fields"]
+
+
+def test_release_with_bad_field_is_refused_in_a_notification(proj: Proj) -> None:
+    fixed_demo(proj)
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("2")
+            await settle(pilot, app)
+            await pilot.press("r", "enter", *"nope", "enter")
+            await settle(pilot, app)
+            assert any("does not match pattern" in n.message for n in app._notifications)
+    run(go())
+    assert proj.service().db.scalar("SELECT status FROM jobs WHERE run_id = 2 AND name = 'ship'") == "held"
+
+
+def test_reject_asks_for_a_reason(proj: Proj) -> None:
+    fixed_demo(proj)
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("2")
+            await settle(pilot, app)
+            await pilot.press("R", "enter")  # empty reason: the form says it is required
+            assert "required" in str(app.screen.query_one("#dialog-error").render())
+            await pilot.press(*"smoke tests flaky", "enter")
+            await settle(pilot, app)
+    run(go())
+    ship = proj.service().db.one("SELECT * FROM jobs WHERE run_id = 2 AND name = 'ship'")
+    assert ship["status"] == "rejected" and ship["reason"].endswith("smoke tests flaky")
+
+
+def test_run_view_release_and_cancel(proj: Proj) -> None:
+    fixed_demo(proj)
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("2")
+            await settle(pilot, app)
+            await pilot.press("enter")
+            from tui.screens.run import RunScreen
+
+            assert isinstance(app.screen, RunScreen)
+            await settle(pilot, app)
+            await pilot.press("c")
+            await pilot.press("y")
+            await settle(pilot, app)
+    run(go())
+    assert proj.service().db.scalar("SELECT cancel_requested FROM runs WHERE id = 2") == 1
+
+
+def test_pause_and_unpause_a_workflow(proj: Proj) -> None:
+    fixed_demo(proj)
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("4")
+            await settle(pilot, app)
+            assert app.pane("workflows").current()["name"] == "release"
+            await pilot.press("p", *"change freeze", "enter")
+            await settle(pilot, app, until=lambda: app.pane("workflows").current()["paused"])
+            await pilot.press("down", "u")  # teardown-dns was paused by the fixture
+            await settle(pilot, app, until=lambda: not app.pane("workflows").data["teardown-dns"]["paused"])
+    run(go())
+    rows = {r["workflow"]: r for r in proj.service().db.all("SELECT * FROM workflow_states")}
+    assert rows["release"]["paused"] == 1 and rows["release"]["pause_reason"] == "change freeze"
+    assert rows["teardown-dns"]["paused"] == 0
+
+
+def test_start_a_run_with_the_inputs_form(proj: Proj) -> None:
+    build(proj)
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("4")
+            await settle(pilot, app)
+            await pilot.press("s", *"v9", "enter")
+            await settle(pilot, app)
+    run(go())
+    run_row = proj.service().db.one("SELECT * FROM runs")
+    assert run_row["target"] == "release" and run_row["inputs"] == '{"version":"v9"}'
+
+
+def test_read_only_has_no_actions(proj: Proj) -> None:
+    fixed_demo(proj)
+
+    async def go() -> None:
+        app = app_for(proj, read_only=True)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            await pilot.press("space", "x", "d")
+            assert app.screen is app.screen_stack[0]  # no confirmation opened
+            shown = [ab.binding.action for ab in app.active_bindings.values()]
+            assert "execute" not in shown and "purge" not in shown
+            await pilot.press("2")
+            await settle(pilot, app)
+            await pilot.press("r", "R", "c")
+            assert app.screen is app.screen_stack[0]
+    run(go())
+    assert set(items(proj).values()) == {"queued"}
+    assert proj.service().db.scalar("SELECT status FROM jobs WHERE run_id = 2 AND name = 'ship'") == "held"
+
+
+def test_filter_is_done_in_the_store(proj: Proj) -> None:
+    fixed_demo(proj)
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            await pilot.press("slash", *"ad-acc", "enter")
+            await settle(pilot, app)
+            queue = app.pane("queue")
+            assert sorted(queue.data) == ["2", "3"]
+            assert "filter: ad-acc" in str(queue.border_title)
+            await pilot.press("slash", "escape")
+            await settle(pilot, app)
+            assert len(queue.data) == 4
+    run(go())
+
+
+def test_changes_from_another_terminal_appear_within_a_second(proj: Proj) -> None:
+    build(proj)
+
+    async def go() -> None:
+        app = app_for(proj, poll=True)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause(0.3)
+            assert app.pane("queue").table.row_count == 0
+            proj.ok("workflow", "queue", "teardown-dns")  # another terminal
+            t = time.monotonic()
+            while app.pane("queue").table.row_count == 0 and time.monotonic() - t < 3:
+                await pilot.pause(0.05)
+            assert app.pane("queue").table.row_count == 1
+            assert time.monotonic() - t < 1.5
+    run(go())
+
+
+def test_window_of_many_items_shows_a_count(proj: Proj) -> None:
+    proj.write("models/m.yaml", "name: m\nmethods:\n  t:\n    inputs: {n: {}}\n    run: 'true'\n")
+    svc = proj.service()
+    with svc.db.write() as tx:
+        for i in range(1200):
+            tx.insert("queue_items", {"kind": "method", "target": "m.t", "inputs": f'{{"n":"{i}"}}',
+                                      "inputs_key": f'{{"n":"{i}"}}', "pins": "{}", "status": "queued",
+                                      "queued_by": "a@b", "queued_at": 1.0 + i})
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            queue = app.pane("queue")
+            assert queue.table.row_count == 500
+            assert "500 of 1,200" in str(queue.border_title)
+    run(go())
+
+
+def test_help_shows_the_focused_panes_keys(proj: Proj) -> None:
+    fixed_demo(proj)
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            await pilot.press("question_mark")
+            from tui.screens.modals import HelpScreen
+
+            assert isinstance(app.screen, HelpScreen)
+            keys = dict(app.screen.keys)
+            assert keys["x"] == "Execute" and keys["space"] == "Mark" and keys["/"] == "Filter"
+            await pilot.press("escape", "2", "question_mark")
+            assert dict(app.screen.keys)["r"] == "Release"
+    run(go())
+
+
+def test_sighup_ends_the_dashboard_and_runs_go_on(proj: Proj) -> None:
+    proj.write("workflows/w.yaml", 'name: w\njobs: {j: {steps: [{run: "sleep 1.5; echo done"}]}}\n')
+    proj.ok("workflow", "run", "w", "--detach")
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "tui.cli", "tui"], cwd=proj.root, env={**proj.env(), "TERM": "xterm"},
+                         stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    time.sleep(2.5)
+    assert p.poll() is None
+    os.close(master)  # the terminal goes away
+    p.send_signal(signal.SIGHUP)
+    assert p.wait(timeout=10) is not None
+    assert proj.service().wait_run(1)["status"] == "succeeded"

@@ -1,0 +1,56 @@
+"""What the dashboard shows: each pane, the run and log views and each dialog, at 80x24 and 120x40."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import Proj
+from dash import app_for, fixed_demo
+
+SIZES = [(80, 24), (120, 40)]
+
+
+async def _refresh(pilot) -> None:  # noqa: ANN001
+    await pilot.app.workers.wait_for_complete()
+    pilot.app.refresh_now()
+    await pilot.pause()
+
+
+def steps(*keys: str):  # noqa: ANN201
+    """Press keys, refreshing the data after each (the poller is off in these tests)."""
+
+    async def run_before(pilot) -> None:  # noqa: ANN001
+        await _refresh(pilot)
+        for key in keys:
+            await pilot.press(key)
+            await _refresh(pilot)
+
+    return run_before
+
+
+CASES = {
+    "queue_marked": steps("space", "space"),
+    "runs": steps("2"),
+    "agents": steps("3"),
+    "workflows": steps("4"),
+    "run_view": steps("2", "enter"),
+    "log_view": steps("2", "down", "enter", "l"),
+    "confirm_execute": steps("space", "space", "x"),
+    "release_form": steps("2", "r"),
+    "reject_form": steps("2", "R"),
+    "start_form": steps("4", "s"),
+    "pause_form": steps("4", "p"),
+    "help": steps("question_mark"),
+}
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("case", list(CASES))
+def test_snapshot(snap_compare, proj: Proj, case: str, size: tuple[int, int]) -> None:  # noqa: ANN001
+    fixed_demo(proj)
+    app = app_for(proj)
+    assert snap_compare(app, terminal_size=size, run_before=CASES[case])
+
+
+def test_read_only_footer_has_no_actions(snap_compare, proj: Proj) -> None:  # noqa: ANN001
+    fixed_demo(proj)
+    assert snap_compare(app_for(proj, read_only=True), terminal_size=(80, 24), run_before=steps())

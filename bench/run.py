@@ -204,7 +204,144 @@ def p3(items: int = 1000, repeats: int = 15) -> dict:
         stop(root)
 
 
-BENCHES = {"p1": p1, "p1_fanout": p1_fanout, "p2": p2, "p3": p3}
+def p4(items: int = 10_000, runs: int = 100_000) -> dict:
+    """The dashboard with 10,000 queued items and 100,000 runs: first paint, cursor move, memory."""
+    import asyncio
+    import resource
+
+    root = project({"sluice.yaml": "name: p4\n", "models/m.yaml":
+                    "name: m\nmethods:\n  t:\n    inputs: {n: {}}\n    run: 'true'\n",
+                    "workflows/w.yaml": "name: w\njobs: {a: {steps: [{run: 'true'}]}}\n"})
+    try:
+        from core.service import Service
+        from tui.app import SluiceApp
+
+        svc = Service.open(root)
+        plan = '{"kind":"workflow","name":"w","inputs":{},"jobs":{}}'
+        with svc.db.write() as tx:
+            tx.cx.executemany(
+                "INSERT INTO queue_items (kind, target, inputs, inputs_key, pins, status, queued_by, queued_at) "
+                "VALUES ('method', 'm.t', ?, ?, '{}', 'queued', 'ops@jump', ?)",
+                [(f'{{"n":"{i}"}}', f'{{"n":"{i}"}}', 1.7e9 + i) for i in range(items)])
+            tx.cx.executemany(
+                "INSERT INTO runs (kind, target, status, trigger, created_by, created_at, inputs, plan, cancel_requested, "
+                "natural_at) VALUES ('workflow', 'w', 'succeeded', 'manual', 'ops@jump', ?, '{}', ?, 0, ?)",
+                [(1.7e9 + i, plan, 1.7e9 + i) for i in range(runs)])
+        times: dict[str, float] = {}
+
+        async def drive() -> None:
+            t = time.perf_counter()
+            app = SluiceApp(Service.open(root), start_engine=False, poll=False)
+            async with app.run_test(size=(80, 24)) as pilot:
+                app.refresh_now()
+                await pilot.pause()
+                times["first_paint_queue_ms"] = (time.perf_counter() - t) * 1000
+                moves = []
+                for _ in range(20):
+                    t = time.perf_counter()
+                    await pilot.press("down")
+                    await pilot.pause()
+                    moves.append((time.perf_counter() - t) * 1000)
+                times["cursor_move_ms_median"] = statistics.median(moves)
+                t = time.perf_counter()
+                await pilot.press("2")
+                app.refresh_now()
+                await pilot.pause()
+                times["switch_to_runs_ms"] = (time.perf_counter() - t) * 1000
+                t = time.perf_counter()
+                await pilot.press("o")
+                app.refresh_now()
+                await pilot.pause()
+                times["natural_order_ms"] = (time.perf_counter() - t) * 1000
+
+        async def baseline() -> float:
+            """Pilot's own cost of a key press and a repaint, on a 10-row table."""
+            from textual.app import App as TApp
+            from textual.widgets import DataTable
+
+            class Tiny(TApp):
+                def compose(self):  # type: ignore[no-untyped-def]
+                    yield DataTable(cursor_type="row")
+
+                def on_mount(self) -> None:
+                    t = self.query_one(DataTable)
+                    t.add_columns("a", "b")
+                    for i in range(10):
+                        t.add_row(str(i), "x")
+                    t.focus()
+
+            app = Tiny()
+            async with app.run_test(size=(80, 24)) as pilot:
+                await pilot.pause()
+                ms = []
+                for _ in range(20):
+                    t = time.perf_counter()
+                    await pilot.press("down")
+                    await pilot.pause()
+                    ms.append((time.perf_counter() - t) * 1000)
+                return statistics.median(ms)
+
+        asyncio.run(drive())
+        times["cursor_move_ms_over_harness"] = times["cursor_move_ms_median"] - asyncio.run(baseline())
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"queued": items, "runs": runs, **{k: round(v, 1) for k, v in times.items()},
+                "max_rss_mb": round(rss_mb, 1),
+                "target": "first paint < 2 s, cursor < 50 ms (over Pilot's own press-and-repaint cost), < 300 MB"}
+    finally:
+        stop(root)
+
+
+def mouse_traffic() -> dict:
+    """Bytes the dashboard writes for 50 hover moves with the mouse on, and the mode it enables."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    root = project({"sluice.yaml": "name: m\n", "workflows/w.yaml": "name: w\njobs: {a: {steps: [{run: 'true'}]}}\n"})
+    out: dict = {}
+    try:
+        from core import queueing
+        from core.service import Service
+
+        svc = Service.open(root)
+        queueing.add(svc, "workflow", "w", {}, note="one item")
+        for flag in ("--mouse", None):
+            master, slave = pty.openpty()
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+            args = [str(REPO / ".venv" / "bin" / "sluice"), "tui"] + ([flag] if flag else [])
+            p = subprocess.Popen(args, cwd=root, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                                 env={**os.environ, "TERM": "xterm-256color", "SSH_CONNECTION": "1 2 3 4"})
+            os.close(slave)
+
+            def drain(seconds: float) -> bytes:
+                data = b""
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    r, _, _ = select.select([master], [], [], 0.05)
+                    if r:
+                        data += os.read(master, 65536)
+                return data
+
+            first = drain(6.0)
+            moved = b""
+            enabled = b"\x1b[?1003h" in first
+            for i in range(50 if enabled else 0):  # a terminal reports motion only when tracking is on
+                os.write(master, f"\x1b[<35;{10 + i % 30};{3 + i % 10}M".encode())
+                moved += drain(0.02)
+            moved += drain(1.0)
+            key = "mouse_on" if flag else "mouse_off_over_ssh"
+            out[key] = {"any_motion_tracking_enabled": enabled, "bytes_for_50_hovers": len(moved)}
+            p.send_signal(signal.SIGHUP)
+            p.wait(timeout=10)
+            os.close(master)
+    finally:
+        stop(root)
+    return out
+
+
+BENCHES = {"p1": p1, "p1_fanout": p1_fanout, "p2": p2, "p3": p3, "p4": p4, "mouse": mouse_traffic}
 
 
 def main() -> None:

@@ -309,3 +309,44 @@ def test_sighup_ends_the_dashboard_and_runs_go_on(proj: Proj) -> None:
     p.send_signal(signal.SIGHUP)
     assert p.wait(timeout=10) is not None
     assert proj.service().wait_run(1)["status"] == "succeeded"
+
+
+def _read_for(fd: int, seconds: float) -> bytes:
+    import select
+
+    out = b""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        r, _, _ = select.select([fd], [], [], max(0.0, end - time.monotonic()))
+        if r:
+            try:
+                out += os.read(fd, 65536)
+            except OSError:
+                break
+    return out
+
+
+def test_nothing_is_sent_to_the_terminal_while_nothing_changes(proj: Proj) -> None:
+    fixed_demo(proj)
+    proj.ok("engine", "start")
+    master, slave = pty.openpty()
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    p = subprocess.Popen([sys.executable, "-m", "tui.cli", "tui"], cwd=proj.root, env={**proj.env(), "TERM": "xterm"},
+                         stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    try:
+        first = _read_for(master, 4.0)
+        assert b"teardown-dns" in first  # it painted the queue
+        idle = _read_for(master, 3.0)
+        assert idle == b"", f"{len(idle)} bytes sent while nothing changed"
+        proj.ok("workflow", "queue", "release", "-i", "version=v8")  # a change from another terminal
+        changed = _read_for(master, 1.5)
+        assert b"v8" in changed
+    finally:
+        p.send_signal(signal.SIGHUP)
+        p.wait(timeout=10)
+        os.close(master)

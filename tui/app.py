@@ -104,7 +104,9 @@ class Pane(ReadOnlyAware, Vertical):
     def set_count(self, shown: int, total: int, extra: str = "") -> None:
         count = f"{total:,}" if shown == total else f"{shown:,} of {total:,}"
         flt = f" · filter: {self.filter_text}" if self.filter_text else ""
-        self.border_title = f"{self.title} · {count}{flt}{extra}"
+        title = f"{self.title} · {count}{flt}{extra}"
+        if title != self.border_title:  # an unchanged title must not repaint (nothing sent while idle)
+            self.border_title = title
 
     # fetch() runs in the poller thread; show() on the UI thread
     def fetch(self) -> Any:

@@ -20,6 +20,7 @@ class Run(SQLModel, table=True):
         Index("ix_runs_target_created", "target", "created_at"),
         Index("ix_runs_status", "status"),
         Index("ix_runs_parent", "parent_run_id"),
+        Index("ix_runs_natural", "natural_at", "id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     kind: str  # workflow | method

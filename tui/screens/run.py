@@ -71,7 +71,9 @@ class RunScreen(ReadOnlyAware, Screen[None]):
             summary.append("\ninputs: " + "  ".join(f"{k}={v}" for k, v in view["inputs"].items()))
         if view["parent_run_id"]:
             summary.append(f"\nstarted by run #{view['parent_run_id']}")
-        self.query_one("#run-summary", Static).update(summary)
+        if summary != getattr(self, "_summary", None):  # unchanged: no repaint
+            self._summary = summary
+            self.query_one("#run-summary", Static).update(summary)
         rows = []
         for j in view["jobs"]:
             detail = "; ".join(x for x in [j["reason"] or "", " ".join(f"{k}={v}" for k, v in j["outputs"].items())]
@@ -177,7 +179,9 @@ class LogScreen(Screen[None]):
             text = c["data"] if self.job else "".join(
                 f"[{c['job']}] {ln}" for ln in c["data"].splitlines(keepends=True))
             log.write(text, scroll_end=self.follow)
-        self.query_one("#log-view").border_subtitle = status_text(status)
+        subtitle = status_text(status)
+        if self.query_one("#log-view").border_subtitle != subtitle:
+            self.query_one("#log-view").border_subtitle = subtitle
 
     def action_back(self) -> None:
         self.dismiss()

@@ -315,7 +315,7 @@ def mouse_traffic() -> dict:
                                  env={**os.environ, "TERM": "xterm-256color", "SSH_CONNECTION": "1 2 3 4"})
             os.close(slave)
 
-            def drain(seconds: float) -> bytes:
+            def drain(seconds: float, master: int = master) -> bytes:
                 data = b""
                 end = time.monotonic() + seconds
                 while time.monotonic() < end:

@@ -46,7 +46,7 @@ def create_run(tx: Tx, plan: dict[str, Any], inputs: dict[str, Any], *, trigger:
             tx.insert("jobs", {
                 "run_id": run_id, "name": f"{name}[{i}]" if n > 1 else name, "base": name,
                 "position": job["position"], "copy_key": str(i) if n > 1 else None, "status": "pending",
-                "attempt": 0, "outputs": "{}", "claim_token": 0,
+                "attempt": 0, "outputs": "{}", "claim_token": 0, "group_name": job.get("group"),
             })
     shown = masked({k: spec_from(v) for k, v in plan["inputs"].items()}, inputs)
     record_event(tx, "run.created", actor, f"run #{run_id} of {plan['name']} created ({trigger})",

@@ -159,20 +159,7 @@ class JobRunner:
             self.on_done(self)
 
     def _context(self) -> dict[str, Any]:
-        run_id = self.run_row["id"]
-        outputs: dict[str, dict[str, Any]] = {}
-        upstream = _ancestors(self.plan, self.job["base"])
-        if upstream:  # only what this job may refer to: a wide fan-out must not read every sibling
-            marks = ",".join("?" * len(upstream))
-            for j in self.db.all(f"SELECT base, outputs FROM jobs WHERE run_id = ? AND base IN ({marks}) ORDER BY id",
-                                 (run_id, *upstream)):
-                outputs.setdefault(j["base"], {}).update(loads(j["outputs"], {}))
-        mats = {}
-        if self.plan.get("materials"):
-            mats = {m["name"]: m["revision"] for m in
-                    self.db.all("SELECT name, revision FROM materials WHERE run_id = ?", (run_id,))}
-        return {"inputs": loads(self.run_row["inputs"], {}), "jobs": outputs, "run": {"id": run_id},
-                "materials": mats}
+        return job_context(self.db, self.run_row, self.plan, self.job["base"])
 
     def _base_env(self, ctx: dict[str, Any], workspace: Path, output_file: Path) -> dict[str, str]:
         run = self.run_row
@@ -397,6 +384,23 @@ class JobRunner:
             if changed:
                 record_event(tx, kind, f"sluice@{self.agent}", message, run_id=self.run_row["id"],
                              job_id=self.job["id"], details={"exit_code": exit_code})
+
+
+def job_context(db: Database, run: dict[str, Any], plan: dict[str, Any], base: str) -> dict[str, Any]:
+    """What `${{ … }}` may refer to for one job: inputs, its ancestors' outputs, the run id, materials."""
+    run_id = run["id"]
+    outputs: dict[str, dict[str, Any]] = {}
+    upstream = _ancestors(plan, base)
+    if upstream:  # only what this job may refer to: a wide fan-out must not read every sibling
+        marks = ",".join("?" * len(upstream))
+        for j in db.all(f"SELECT base, outputs FROM jobs WHERE run_id = ? AND base IN ({marks}) ORDER BY id",
+                        (run_id, *upstream)):
+            outputs.setdefault(j["base"], {}).update(loads(j["outputs"], {}))
+    mats = {}
+    if plan.get("materials"):
+        mats = {m["name"]: m["revision"] for m in
+                db.all("SELECT name, revision FROM materials WHERE run_id = ?", (run_id,))}
+    return {"inputs": loads(run["inputs"], {}), "jobs": outputs, "run": {"id": run_id}, "materials": mats}
 
 
 def _ancestors(plan: dict[str, Any], base: str) -> set[str]:

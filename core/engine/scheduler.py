@@ -16,6 +16,7 @@ from ..agents.runner import JobRunner, WorkerPool, _ancestors
 from ..definitions.objects import Project
 from ..service import ACTIVE_RUN, FINAL_JOB, Service, record_event
 from ..store.db import Database, Tx, loads, now
+from . import groups, timers, triggers
 
 FAILED = ("failed", "rejected")
 EVALUATE_BATCH = 100  # runs looked at per write transaction: short enough not to stall other writers
@@ -46,6 +47,7 @@ class Scheduler:
         self.dirty: set[int] = set()
         self.plans: dict[int, dict[str, Any]] = {}
         self.started = False
+        self.timer_state = timers.TimerState()
         self._deadline: float | None = None  # cached next deadline; None = recompute
         self.wake = wake or (lambda: None)
         self.draining = False
@@ -88,6 +90,12 @@ class Scheduler:
                 queueing.execute(self.service, due, actor="sluice", trigger="schedule")
                 self._external_changes()
             self._deadline = None  # recompute
+        if self.service is not None:
+            fired = timers.fire_due(self.service, self.timer_state)
+            if fired:
+                self.dirty.update(fired)
+
+        self.recheck_groups()
         with self.lock:
             dirty, self.dirty = self.dirty, set()
         ordered = sorted(dirty)
@@ -114,13 +122,15 @@ class Scheduler:
         return deadline is not None and deadline <= now()
 
     def next_deadline(self) -> float | None:
-        """The next moment something is due (a scheduled item, a hold timeout), as epoch seconds."""
+        """The next moment something is due (a scheduled item, a hold timeout, a timer fire)."""
         if self.service is None:
             return None
-        if self._deadline is None:
+        if self._deadline is None:  # cached: recomputed after events that move it
             times = [t for t in (queueing.next_due(self.service), holds.next_deadline(self.service)) if t is not None]
             self._deadline = min(times) if times else float("inf")
-        return None if self._deadline == float("inf") else self._deadline
+        fire = timers.next_fire_at(self.service, self.timer_state)
+        best = min(self._deadline, fire if fire is not None else float("inf"))
+        return None if best == float("inf") else best
 
     def mark_dirty(self, run_id: int) -> None:
         with self.lock:
@@ -162,6 +172,11 @@ class Scheduler:
     def _cancel(self, tx: Tx, run: dict[str, Any]) -> None:
         who = run["cancelled_by"] or "sluice"
         why = f"cancelled by {who.split('@')[0]}"
+        for child in tx.all("SELECT child_run_id FROM jobs WHERE run_id = ? AND status = 'waiting' AND gate = 'trigger'",
+                            (run["id"],)):
+            tx.execute("UPDATE runs SET cancel_requested = 1, cancelled_by = ? WHERE id = ? AND status IN "
+                       "('pending', 'running', 'on_hold')", (who, child["child_run_id"]))
+            self.dirty.add(child["child_run_id"])
         tx.execute("UPDATE jobs SET status = 'cancelled', reason = ?, finished_at = ? "
                    "WHERE run_id = ? AND status IN ('pending', 'waiting', 'held')", (why, now(), run["id"]))
         for j in tx.all("SELECT id FROM jobs WHERE run_id = ? AND status = 'running'", (run["id"],)):
@@ -228,14 +243,62 @@ class Scheduler:
                     if deadline is not None:
                         self._deadline = None
                     continue
-                paused = run["kind"] == "workflow" and bool(
-                    (gates.workflow_state(tx, run["target"]) or {}).get("paused"))
-                why = "paused" if paused else "waiting for an agent"
-                tx.execute("UPDATE jobs SET status = 'waiting', reason = ? WHERE id = ?", (why, j["id"]))
-                bump(j["base"], "pending", "waiting")
-                j["status"] = "waiting"
+                new_status = self._ready(tx, run, plan, j, spec)
+                bump(j["base"], "pending", new_status)
+                j["status"] = new_status
+
+    # ------------------------------------------------------------ a job becomes ready
+
+    def _ready(self, tx: Tx, run: dict[str, Any], plan: dict[str, Any], j: dict[str, Any],
+               spec: dict[str, Any]) -> str:
+        """Move a ready job on: behind its concurrency group, into a child run, or to the agents."""
+        group = spec.get("group")
+        if group:
+            blocker = groups.admit(tx, run["id"], group, spec.get("concurrency") or 1)
+            if blocker is not None:
+                tx.execute("UPDATE jobs SET status = 'waiting', gate = 'group', reason = ? WHERE id = ?",
+                           (f"waiting: group {group} (behind run #{blocker})", j["id"]))
+                return "waiting"
+        return self._go(tx, run, plan, j, spec)
+
+    def _go(self, tx: Tx, run: dict[str, Any], plan: dict[str, Any], j: dict[str, Any],
+            spec: dict[str, Any]) -> str:
+        if spec.get("trigger"):
+            status, child = triggers.start_child(self.service, tx, run, plan, j, spec)
+            if child is not None:
+                self.dirty.add(child)
+                self.wake()
+            return status
+        paused = run["kind"] == "workflow" and bool((gates.workflow_state(tx, run["target"]) or {}).get("paused"))
+        why = "paused" if paused else "waiting for an agent"
+        tx.execute("UPDATE jobs SET status = 'waiting', gate = NULL, reason = ? WHERE id = ?", (why, j["id"]))
+        return "waiting"
+
+    def recheck_groups(self) -> None:
+        """Jobs waiting behind a concurrency group: let in those whose turn has come, in run order."""
+        gated = self.db.all("SELECT id FROM jobs WHERE status = 'waiting' AND gate = 'group' ORDER BY run_id, position")
+        if not gated:
+            return
+        with self.db.write() as tx:
+            for g in gated:
+                j = tx.one("SELECT * FROM jobs WHERE id = ? AND status = 'waiting' AND gate = 'group'", (g["id"],))
+                if j is None:
+                    continue
+                run = tx.one("SELECT * FROM runs WHERE id = ?", (j["run_id"],))
+                assert run is not None
+                plan = self.plan(run)
+                spec = plan["jobs"][j["base"]]
+                blocker = groups.admit(tx, run["id"], j["group_name"], spec.get("concurrency") or 1)
+                if blocker is None:
+                    self._go(tx, run, plan, j, spec)
+                    self.dirty.add(run["id"])
+                else:
+                    why = f"waiting: group {j['group_name']} (behind run #{blocker})"
+                    if why != j["reason"]:
+                        tx.execute("UPDATE jobs SET reason = ? WHERE id = ?", (why, j["id"]))
 
     def _settle(self, tx: Tx, run: dict[str, Any]) -> None:
+        groups.release_finished(tx, run["id"])
         # cheap probes on (run_id, status): a wide fan-out must not be counted on every completion
         def has(*statuses: str) -> bool:
             return tx.one(f"SELECT 1 AS x FROM jobs WHERE run_id = ? AND status IN ({_marks(statuses)}) LIMIT 1",
@@ -261,6 +324,11 @@ class Scheduler:
             gates.after_run_finished(tx, run, status, self.plan(run).get("lock", "none"))
             record_event(tx, f"run.{status}", "sluice", f"run #{run['id']} of {run['target']} {status}",
                          run_id=run["id"], workflow=run["target"] if run["kind"] == "workflow" else None)
+            groups.release_all(tx, run["id"])
+            parent = triggers.child_finished(tx, run, status)
+            if parent is not None:
+                self.dirty.add(parent)
+                self.wake()
             self.plans.pop(run["id"], None)
             return
         if status != run["status"]:
@@ -278,7 +346,7 @@ class Scheduler:
         waiting = self.db.all(
             "SELECT j.*, r.cancel_requested FROM jobs j JOIN runs r ON r.id = j.run_id "
             "LEFT JOIN workflow_states ws ON r.kind = 'workflow' AND ws.workflow = r.target "
-            "WHERE j.status = 'waiting' AND COALESCE(ws.paused, 0) = 0 "
+            "WHERE j.status = 'waiting' AND j.gate IS NULL AND COALESCE(ws.paused, 0) = 0 "
             "ORDER BY j.run_id, j.position, j.id LIMIT ?", (free,))
         claimed_jobs = []
         t = now()

@@ -74,6 +74,8 @@ class JobRow(SQLModel, table=True):
     proc_start: str | None = None  # /proc start time: guards against PID reuse
     claim_token: int = 0
     child_run_id: int | None = None
+    group_name: str | None = None  # concurrency group of the job, if any
+    gate: str | None = None  # why a `waiting` job may not be dispatched yet: group | trigger
 
 
 class LogChunk(SQLModel, table=True):

@@ -1,0 +1,124 @@
+"""Timers (SPEC 5): cron specs that start runs, each fire recorded exactly once.
+
+A fire is claimed by inserting its (workflow, fire time) row: the unique constraint makes
+it once even with several engines. A fire that cannot start (paused, locked) is recorded as
+skipped with the reason. Fires missed while no engine ran are dropped (`catch_up: none`) or
+the latest one runs once (`catch_up: latest`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from .. import gates
+from ..definitions import InputError, validate_inputs
+from ..definitions.objects import Workflow
+from ..plan import workflow_plan
+from ..service import Service, create_run, iso, record_event
+from ..store.db import IntegrityError, now
+
+MAX_MISSED_SCAN = 100_000  # fires looked at when catching up (a seconds cron over a long downtime)
+
+
+class TimerState:
+    def __init__(self) -> None:
+        self.started: float | None = None  # when this engine became the scheduler
+        self.next: dict[str, float] = {}
+        self.spec: dict[str, tuple[str, str | None]] = {}
+
+
+def _iter(cron: str, tz: str | None, after: float) -> Any:
+    from croniter import croniter
+
+    zone = ZoneInfo(tz) if tz else datetime.now().astimezone().tzinfo
+    return croniter(cron, datetime.fromtimestamp(after, zone))
+
+
+def following(cron: str, tz: str | None, after: float) -> float:
+    return _iter(cron, tz, after).get_next(datetime).timestamp()
+
+
+def fire_due(svc: Service, state: TimerState) -> list[int]:
+    """Fire every timer whose time has come; returns the runs started."""
+    t = now()
+    if state.started is None:
+        state.started = t
+    svc.reload_if_changed()
+    started: list[int] = []
+    timed = {w.name: w for w in svc.project.workflows.values() if w.timer}
+    for name in [n for n in state.next if n not in timed]:
+        del state.next[name]
+        state.spec.pop(name, None)
+    for name, wf in timed.items():
+        assert wf.timer is not None
+        spec = (wf.timer.cron, svc.project.timezone)
+        if state.spec.get(name) != spec:
+            state.spec[name] = spec
+            state.next[name] = _first(svc, wf, state, started)
+        while state.next[name] <= t:
+            run_id = _fire(svc, wf, state.next[name])
+            if run_id:
+                started.append(run_id)
+            state.next[name] = following(wf.timer.cron, svc.project.timezone, state.next[name])
+    return started
+
+
+def next_fire_at(svc: Service, state: TimerState) -> float | None:
+    return min(state.next.values()) if state.next else None
+
+
+def _first(svc: Service, wf: Workflow, state: TimerState, started: list[int]) -> float:
+    """The next fire to wait for; handles fires missed while no engine ran."""
+    assert wf.timer is not None and state.started is not None
+    cron, tz = wf.timer.cron, svc.project.timezone
+    last = svc.db.scalar("SELECT MAX(fire_at) FROM timer_fires WHERE workflow = ?", (wf.name,))
+    if last is None:
+        return following(cron, tz, state.started)
+    missed: list[float] = []
+    it = _iter(cron, tz, last)
+    for _ in range(MAX_MISSED_SCAN):
+        f = it.get_next(datetime).timestamp()
+        if f >= state.started:
+            break
+        missed.append(f)
+    if missed:
+        if wf.timer.catch_up == "latest":
+            run_id = _fire(svc, wf, missed[-1], catch_up=len(missed))
+            if run_id:
+                started.append(run_id)
+        else:
+            with svc.db.write() as tx:
+                record_event(tx, "timer.missed", "sluice",
+                             f"{wf.name}: {len(missed)} fire(s) missed while no engine ran, dropped (catch_up: none)",
+                             workflow=wf.name, details={"missed": len(missed), "first": iso(missed[0]),
+                                                        "last": iso(missed[-1])})
+    return following(cron, tz, max(last, state.started))
+
+
+def _fire(svc: Service, wf: Workflow, fire_at: float, catch_up: int = 0) -> int | None:
+    try:
+        with svc.db.write() as tx:
+            fire_id = tx.insert("timer_fires", {"workflow": wf.name, "fire_at": fire_at, "status": "started"})
+            reason = gates.refusal(tx, wf.name, wf.lock)
+            values: dict[str, Any] = {}
+            if reason is None:
+                try:
+                    values = validate_inputs(wf.inputs, {})
+                except InputError as e:
+                    reason = f"cannot start without inputs: {e}"
+            when = iso(fire_at)
+            if reason is not None:
+                tx.execute("UPDATE timer_fires SET status = 'skipped', reason = ? WHERE id = ?", (reason, fire_id))
+                record_event(tx, "timer.skipped", "sluice", f"{wf.name}: timer fire at {when} skipped: {reason}",
+                             workflow=wf.name, details={"fire_at": when, "reason": reason})
+                return None
+            run_id = create_run(tx, workflow_plan(svc.project, wf), values, trigger="timer", actor="sluice")
+            tx.execute("UPDATE timer_fires SET run_id = ? WHERE id = ?", (run_id, fire_id))
+            extra = f" (catching up {catch_up} missed fire(s))" if catch_up else ""
+            record_event(tx, "timer.fired", "sluice", f"{wf.name}: timer fire at {when} started run #{run_id}{extra}",
+                         workflow=wf.name, run_id=run_id, details={"fire_at": when})
+            return run_id
+    except IntegrityError:
+        return None  # another engine recorded this fire first

@@ -22,9 +22,13 @@ def address(db_url: str) -> str | bytes:
 
 def poke(db_url: str) -> bool:
     """Tell the engine something changed. Returns False when no engine listens here."""
+    return poke_addr(address(db_url))
+
+
+def poke_addr(addr: str | bytes) -> bool:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
-        s.sendto(b"!", address(db_url))
+        s.sendto(b"!", addr)
         return True
     except OSError:
         return False
@@ -33,13 +37,40 @@ def poke(db_url: str) -> bool:
 
 
 class WakeSocket:
+    """The engine's end. Another engine of the same database on this host may own the address
+    (a standby): then this one binds a private address and tries to take the shared one over
+    with `claim()` once it becomes the scheduler."""
+
     def __init__(self, db_url: str):
+        self.addr = address(db_url)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        addr = address(db_url)
-        if isinstance(addr, str):
-            Path(addr).unlink(missing_ok=True)
-        self.sock.bind(addr)
         self.sock.setblocking(False)
+        self.shared = self._bind(self.sock)
+        if not self.shared:
+            self.sock.bind(b"") if isinstance(self.addr, bytes) else None  # autobind: a private address
+
+    def _bind(self, sock: socket.socket) -> bool:
+        try:
+            if isinstance(self.addr, str) and not poke_addr(self.addr):
+                Path(self.addr).unlink(missing_ok=True)
+            sock.bind(self.addr)
+            return True
+        except OSError:
+            return False
+
+    def claim(self) -> bool:
+        """Take the shared address if it has become free (the engine that had it is gone)."""
+        if self.shared:
+            return True
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        if self._bind(sock):
+            self.sock.close()
+            self.sock = sock
+            self.shared = True
+            return True
+        sock.close()
+        return False
 
     def fileno(self) -> int:
         return self.sock.fileno()

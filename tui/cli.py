@@ -301,18 +301,17 @@ def do_engine(args: argparse.Namespace, out: Out) -> int:
 def do_workflow(args: argparse.Namespace, out: Out) -> int:
     svc = open_service(args)
     if args.sub == "list":
-        rows = svc.list_workflows()
+        rows = svc.workflow_states()
         if out.json:
             out.emit(rows)
             return 0
-        out.table(["workflow", "jobs", "lock", "timer", "last run", "description"], [
-            [w["name"], len(w["jobs"]), w["lock"] if w["lock"] != "none" else "",
-             w["timer"] or "", (f"#{w['last_run']['id']} " + out.status(w["last_run"]["status"])) if w["last_run"] else "",
-             w["description"]] for w in rows])
+        out.table(["workflow", "state", "last run", "next fire", "description"], [
+            [w["name"], _wf_state(w), (f"#{w['last_run']['id']} " + out.status(w["last_run"]["status"]))
+             if w["last_run"] else "", short_time(w["next_fire"]), w["description"]] for w in rows])
         return 0
     if args.sub == "show":
         wf = svc.workflow(args.name)
-        info = next(w for w in svc.list_workflows() if w["name"] == wf.name)
+        info = next(w for w in svc.workflow_states() if w["name"] == wf.name)
         if out.json:
             out.emit(info)
             return 0
@@ -323,7 +322,8 @@ def do_workflow(args: argparse.Namespace, out: Out) -> int:
         if wf.lock != "none":
             out.line(f"  lock: {wf.lock}")
         if wf.timer:
-            out.line(f"  timer: {wf.timer.cron} (catch_up: {wf.timer.catch_up})")
+            out.line(f"  timer: {wf.timer.cron} (catch_up: {wf.timer.catch_up}); next fire {short_time(info['next_fire'])}")
+        out.line(f"  state: {_wf_state(info)}")
         for name, spec in wf.inputs.items():
             bits = [spec.type] + (["required"] if spec.required else []) + (
                 [f"default {spec.default}"] if spec.default is not None and not spec.secret else []) + (
@@ -364,6 +364,14 @@ def do_workflow(args: argparse.Namespace, out: Out) -> int:
             out.line(msg)
         return 0
     return start_and_follow(args, out, svc, lambda inputs: svc.run_workflow(args.name, inputs))
+
+
+def _wf_state(w: dict[str, Any]) -> str:
+    if w["paused"]:
+        return f"paused by {(w['paused_by'] or '').split('@')[0]}: {w['pause_reason']}"
+    if w["locked_by_run"]:
+        return f"locked by run #{w['locked_by_run']} ({w['lock']})"
+    return "ready"
 
 
 def stage(args: argparse.Namespace, out: Out, svc: Any, kind: str, target: str) -> int:

@@ -12,6 +12,7 @@ import re
 import selectors
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -164,6 +165,10 @@ class JobRunner:
     def _base_env(self, ctx: dict[str, Any], workspace: Path, output_file: Path) -> dict[str, str]:
         run = self.run_row
         env = dict(os.environ)
+        # `sluice` itself on PATH, so a step can release a hold or read a run (the circleback)
+        bindir = os.path.dirname(sys.executable)
+        if bindir not in env.get("PATH", "").split(os.pathsep):
+            env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
         for k in [k for k in env if k.startswith("INPUT_") or k.startswith("SLUICE_MATERIAL_")]:
             del env[k]
         env.update({

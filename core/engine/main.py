@@ -156,7 +156,6 @@ class Engine:
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # detached: a closing terminal must not stop us
         sel = selectors.DefaultSelector()
-        sel.register(wake.fileno(), selectors.EVENT_READ, "wake")
         sel.register(self.inner_r.fileno(), selectors.EVENT_READ, "inner")
         log(f"engine {self.holder} for {self.root} on {self.db.url}")
         while not self.lease.acquire():
@@ -164,6 +163,9 @@ class Engine:
                 return 0
             log("another engine holds the scheduler lease; waiting as standby")
             sel.select(timeout=LEASE_SECONDS / 3)
+        if not wake.claim():  # a standby that took over owns the shared address from now on
+            log("another process owns the wake-up address; falling back to the idle tick")
+        sel.register(wake.sock, selectors.EVENT_READ, "wake")
         with self.db.write() as tx:
             record_event(tx, "engine.started", "sluice", f"engine started on {identity.host()} (pid {os.getpid()})")
         recovered = self.scheduler.recover()

@@ -279,14 +279,17 @@ def purge(svc: Service, ids: list[int], *, actor: str | None = None) -> list[dic
     return purged
 
 
-def due(svc: Service, at: float | None = None) -> list[int]:
+def due(svc: Service, at: float | None = None, *, skip: set[int] | frozenset[int] = frozenset()) -> list[int]:
+    """Scheduled items whose time has come (minus `skip`: items already refused, waiting for a change)."""
     return [r["id"] for r in svc.db.all(
         "SELECT id FROM queue_items WHERE status = 'queued' AND not_before IS NOT NULL AND not_before <= ? "
-        "ORDER BY id", (at or now(),))]
+        "ORDER BY id", (at or now(),)) if r["id"] not in skip]
 
 
-def next_due(svc: Service) -> float | None:
-    return svc.db.scalar("SELECT MIN(not_before) FROM queue_items WHERE status = 'queued' AND not_before IS NOT NULL")
+def next_due(svc: Service, *, skip: set[int] | frozenset[int] = frozenset()) -> float | None:
+    rows = svc.db.all("SELECT id, not_before FROM queue_items WHERE status = 'queued' AND not_before IS NOT NULL "
+                      "ORDER BY not_before LIMIT ?", (len(skip) + 1,))
+    return next((r["not_before"] for r in rows if r["id"] not in skip), None)
 
 
 __all__ = ["Outcome", "Selector", "add", "check_ids", "count", "due", "execute", "next_due", "parse_at", "purge",

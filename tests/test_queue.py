@@ -336,3 +336,18 @@ def test_cli_help_lists_queue_commands() -> None:
     p = subprocess.run([sys.executable, "-m", "tui.cli", "queue", "--help"], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(REPO)})
     assert "execute" in p.stdout and "purge" in p.stdout
+
+
+def test_scheduled_item_of_a_paused_workflow_waits_for_unpause(proj: Proj) -> None:
+    setup(proj)
+    proj.ok("workflow", "pause", "db-migration", "--reason", "freeze")
+    proj.ok("workflow", "schedule", "db-migration", "--at", "+1s")
+    svc = proj.service()
+    proj.wait_for(lambda: svc.db.scalar("SELECT COUNT(*) FROM events WHERE kind = 'queue.refused'") >= 1,
+                  what="the refusal")
+    time.sleep(2)
+    # refused once and reported, not retried on every tick
+    assert svc.db.scalar("SELECT COUNT(*) FROM events WHERE kind = 'queue.refused'") == 1
+    assert proj.ok("queue", "list", "--json").json[0]["status"] == "queued"
+    proj.ok("workflow", "unpause", "db-migration")
+    proj.wait_for(lambda: ran(proj) == ["db-migration 1"], what="runs after unpause")

@@ -27,6 +27,10 @@ DEADLINE_EVENTS = ("queue.scheduled", "queue.executed", "queue.purged", "job.hel
                    "job.rejected", "job.timed_out", "run.cancel_requested")
 
 
+# events after which a refused scheduled item may start now
+UNBLOCK_EVENTS = ("workflow.unpaused", "workflow.unlocked", "run.succeeded", "run.failed", "run.cancelled")
+
+
 def _marks(items: tuple[str, ...]) -> str:
     return ",".join("?" * len(items))
 
@@ -48,6 +52,7 @@ class Scheduler:
         self.plans: dict[int, dict[str, Any]] = {}
         self.started = False
         self.timer_state = timers.TimerState()
+        self.refused_due: set[int] = set()  # scheduled items refused (paused, locked) until something changes
         self._deadline: float | None = None  # cached next deadline; None = recompute
         self.wake = wake or (lambda: None)
         self.draining = False
@@ -84,10 +89,12 @@ class Scheduler:
         if self.service is not None and self._deadline_due():
             for run_id in holds.expire(self.service):
                 self.dirty.add(run_id)
-            due = queueing.due(self.service)
+            due = queueing.due(self.service, skip=self.refused_due)
             if due:
                 self.service.reload_if_changed()
-                queueing.execute(self.service, due, actor="sluice", trigger="schedule")
+                for o in queueing.execute(self.service, due, actor="sluice", trigger="schedule"):
+                    if o.refused:  # paused or locked: stays queued; tried again when that changes
+                        self.refused_due.add(o.item["id"])
                 self._external_changes()
             self._deadline = None  # recompute
         if self.service is not None:
@@ -115,6 +122,11 @@ class Scheduler:
             if self.db.scalar(f"SELECT 1 FROM events WHERE id > ? AND id <= ? AND kind IN ({_marks(DEADLINE_EVENTS)}) "
                               "LIMIT 1", (self.last_event_id, top, *DEADLINE_EVENTS)):
                 self._deadline = None
+            if self.refused_due and self.db.scalar(
+                    f"SELECT 1 FROM events WHERE id > ? AND id <= ? AND kind IN ({_marks(UNBLOCK_EVENTS)}) LIMIT 1",
+                    (self.last_event_id, top, *UNBLOCK_EVENTS)):
+                self.refused_due.clear()  # a pause or a lock may have lifted: try the refused items again
+                self._deadline = None
             self.last_event_id = top
 
     def _deadline_due(self) -> bool:
@@ -126,7 +138,8 @@ class Scheduler:
         if self.service is None:
             return None
         if self._deadline is None:  # cached: recomputed after events that move it
-            times = [t for t in (queueing.next_due(self.service), holds.next_deadline(self.service)) if t is not None]
+            times = [t for t in (queueing.next_due(self.service, skip=self.refused_due),
+                                 holds.next_deadline(self.service)) if t is not None]
             self._deadline = min(times) if times else float("inf")
         fire = timers.next_fire_at(self.service, self.timer_state)
         best = min(self._deadline, fire if fire is not None else float("inf"))

@@ -48,9 +48,16 @@ def _job(project: Project, job: Job, position: int) -> dict[str, Any]:
     }
 
 
+def _material(project: Project, m: Any) -> dict[str, Any]:
+    if m.git is not None:
+        return {"git": str((project.root / m.git).resolve()), "branch": m.branch}
+    return {"workflow": m.workflow, "trigger": m.trigger}
+
+
 def workflow_plan(project: Project, wf: Workflow) -> dict[str, Any]:
     return {
         "kind": "workflow", "name": wf.name, "environment": wf.environment, "lock": wf.lock,
+        "materials": {name: _material(project, m) for name, m in wf.materials.items()},
         "inputs": {k: _spec(v) for k, v in wf.inputs.items()},
         "jobs": {name: _job(project, job, i) for i, (name, job) in enumerate(wf.jobs.items())},
     }

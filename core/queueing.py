@@ -126,11 +126,15 @@ def _specs(svc: Service, kind: str, target: str) -> dict[str, Any]:
 
 
 def add(svc: Service, kind: str, target: str, inputs: dict[str, Any], *, note: str | None = None,
-        at: float | None = None, actor: str | None = None) -> dict[str, Any]:
+        at: float | None = None, actor: str | None = None, pins: dict[str, str] | None = None) -> dict[str, Any]:
     """Stage one item; refused (exit 3) when the same kind + target + inputs is already queued."""
     actor = actor or identity.actor()
     if kind == "workflow":
         specs = svc.workflow(target).inputs
+        if pins:
+            from .materials import check_pins
+
+            check_pins(workflow_plan(svc.project, svc.workflow(target)), pins)
     else:
         model, _, method = target.partition(".")
         specs = svc.method(model, method).inputs
@@ -139,7 +143,7 @@ def add(svc: Service, kind: str, target: str, inputs: dict[str, Any], *, note: s
     try:
         with svc.db.write() as tx:
             item_id = tx.insert("queue_items", {
-                "kind": kind, "target": target, "inputs": key, "inputs_key": key, "pins": "{}",
+                "kind": kind, "target": target, "inputs": key, "inputs_key": key, "pins": dumps(pins or {}),
                 "status": "queued", "queued_by": actor, "queued_at": now(), "not_before": at, "note": note,
             })
             shown = masked(specs, values)
@@ -204,6 +208,10 @@ def check_ids(svc: Service, selector: Selector) -> None:
             raise NotFound(f"queue item #{i} is no longer queued (it was {row['status']}{extra})")
 
 
+class _Unstartable(Exception):
+    pass
+
+
 @dataclass
 class Outcome:
     item: dict[str, Any]
@@ -217,7 +225,15 @@ def execute(svc: Service, ids: list[int], *, actor: str | None = None, trigger: 
     actor = actor or identity.actor()
     outcomes = []
     for item_id in sorted(ids):
-        outcomes.append(_execute_one(svc, item_id, actor, trigger))
+        try:
+            outcomes.append(_execute_one(svc, item_id, actor, trigger))
+        except _Unstartable as e:  # rolled back: the item stays queued
+            row = svc.db.one("SELECT * FROM queue_items WHERE id = ?", (item_id,))
+            assert row is not None
+            with svc.db.write() as tx:
+                record_event(tx, "queue.refused", actor, f"#{item_id} stays queued: {e}", item_id=item_id,
+                             details={"reason": str(e)})
+            outcomes.append(Outcome(item_view(row, _specs(svc, row["kind"], row["target"])), refused=str(e)))
     if any(o.run_id for o in outcomes):
         svc.poke()
     return outcomes
@@ -240,7 +256,11 @@ def _execute_one(svc: Service, item_id: int, actor: str, trigger: str) -> Outcom
                              "WHERE id = ? AND status = 'queued'", (actor, now(), item_id))
         if not changed:
             return Outcome(view, gone=True)
-        run_id = create_run(tx, plan, loads(row["inputs"], {}), trigger=trigger, actor=actor, queue_item_id=item_id)
+        try:
+            run_id = create_run(tx, plan, loads(row["inputs"], {}), trigger=trigger, actor=actor,
+                                queue_item_id=item_id, pins=loads(row["pins"], {}))
+        except Invalid as e:  # a material is gone: the item cannot start; say so, keep it queued
+            raise _Unstartable(str(e)) from None
         tx.execute("UPDATE queue_items SET run_id = ? WHERE id = ?", (run_id, item_id))
         record_event(tx, "queue.executed", actor, f"executed #{item_id} as run #{run_id}", item_id=item_id,
                      run_id=run_id, workflow=row["target"] if row["kind"] == "workflow" else None)

@@ -31,15 +31,21 @@ def record_event(tx: Tx, kind: str, actor: str, message: str = "", *, run_id: in
 
 def create_run(tx: Tx, plan: dict[str, Any], inputs: dict[str, Any], *, trigger: str, actor: str,
                parent_run_id: int | None = None, parent_job_id: int | None = None,
-               queue_item_id: int | None = None) -> int:
-    """Insert a run and its jobs (pending) in the caller's transaction."""
+               queue_item_id: int | None = None, pins: dict[str, str] | None = None) -> int:
+    """Insert a run, its materials and its jobs (pending) in the caller's transaction."""
+    from .materials import resolve
+
     t = now()
+    mats = resolve(tx, plan, pins)  # raises Invalid (nothing created) for an unknown pinned revision
+    stamps = [m["timestamp"] for m in mats if m["timestamp"] is not None]
     run_id = tx.insert("runs", {
         "kind": plan["kind"], "target": plan["name"], "status": "pending", "trigger": trigger,
         "created_by": actor, "created_at": t, "inputs": dumps(inputs), "plan": dumps(plan),
         "parent_run_id": parent_run_id, "parent_job_id": parent_job_id, "queue_item_id": queue_item_id,
-        "cancel_requested": 0, "natural_at": t,
+        "cancel_requested": 0, "natural_at": min(stamps) if stamps else t,
     })
+    for m in mats:
+        tx.insert("materials", {"run_id": run_id, **m})
     for name, job in plan["jobs"].items():
         n = job.get("parallelism") or 1
         for i in range(n):
@@ -51,7 +57,8 @@ def create_run(tx: Tx, plan: dict[str, Any], inputs: dict[str, Any], *, trigger:
     shown = masked({k: spec_from(v) for k, v in plan["inputs"].items()}, inputs)
     record_event(tx, "run.created", actor, f"run #{run_id} of {plan['name']} created ({trigger})",
                  run_id=run_id, workflow=plan["name"] if plan["kind"] == "workflow" else None,
-                 details={"trigger": trigger, "inputs": shown})
+                 details={"trigger": trigger, "inputs": shown,
+                          **({"materials": {m["name"]: m["revision"] for m in mats}} if mats else {})})
     return run_id
 
 
@@ -135,15 +142,18 @@ class Service:
             raise Invalid(str(e)) from None
 
     def run_workflow(self, name: str, inputs: dict[str, Any], *, trigger: str = "manual",
-                     actor: str | None = None) -> int:
+                     actor: str | None = None, pins: dict[str, str] | None = None) -> int:
+        from .materials import check_pins
+
         wf = self.workflow(name)
         values = self._validated(wf.inputs, inputs)
         plan = workflow_plan(self.project, wf)
+        check_pins(plan, pins or {})
         with self.db.write() as tx:
             reason = gates.refusal(tx, wf.name, wf.lock)
             if reason:
                 raise Refused(reason)
-            run_id = create_run(tx, plan, values, trigger=trigger, actor=actor or identity.actor())
+            run_id = create_run(tx, plan, values, trigger=trigger, actor=actor or identity.actor(), pins=pins)
         self.poke()
         return run_id
 

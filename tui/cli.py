@@ -129,11 +129,13 @@ def build_parser() -> Parser:
     c = cmd(wf, "run", "start a run and follow it until it finishes or waits on a hold")
     c.add_argument("name")
     c.add_argument("--input", "-i", action="append", metavar="K=V", help="an input (repeatable)")
+    c.add_argument("--pin", action="append", metavar="MATERIAL=REV", help="build from this revision (repeatable)")
     c.add_argument("--detach", "-d", action="store_true", help="return the run id at once")
 
     c = cmd(wf, "queue", "stage a run of a workflow in the queue")
     c.add_argument("name")
     c.add_argument("--input", "-i", action="append", metavar="K=V", help="an input (repeatable)")
+    c.add_argument("--pin", action="append", metavar="MATERIAL=REV", help="build from this revision (repeatable)")
     c.add_argument("--note", help="why this is staged (shown in the queue)")
     c = cmd(wf, "schedule", "stage a run that the engine starts at a time")
     c.add_argument("name")
@@ -363,7 +365,18 @@ def do_workflow(args: argparse.Namespace, out: Out) -> int:
         else:
             out.line(msg)
         return 0
-    return start_and_follow(args, out, svc, lambda inputs: svc.run_workflow(args.name, inputs))
+    pins = _pins(args)
+    return start_and_follow(args, out, svc, lambda inputs: svc.run_workflow(args.name, inputs, pins=pins))
+
+
+def _pins(args: argparse.Namespace) -> dict[str, str]:
+    from core.definitions import InputError, parse_pairs
+    from core.errors import Invalid
+
+    try:
+        return parse_pairs(getattr(args, "pin", None), "--pin")
+    except InputError as e:
+        raise Invalid(str(e)) from None
 
 
 def _wf_state(w: dict[str, Any]) -> str:
@@ -384,7 +397,7 @@ def stage(args: argparse.Namespace, out: Out, svc: Any, kind: str, target: str) 
     except InputError as e:
         raise Invalid(str(e)) from None
     at = queueing.parse_at(args.at, svc.project.timezone) if getattr(args, "at", None) else None
-    item = queueing.add(svc, kind, target, inputs, note=args.note, at=at)
+    item = queueing.add(svc, kind, target, inputs, note=args.note, at=at, pins=_pins(args) or None)
     if at is not None:
         ensure_engine(svc)
     if out.json:

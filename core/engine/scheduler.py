@@ -16,7 +16,7 @@ from ..agents.runner import JobRunner, WorkerPool, _ancestors
 from ..definitions.objects import Project
 from ..service import ACTIVE_RUN, FINAL_JOB, Service, record_event
 from ..store.db import Database, Tx, loads, now
-from . import groups, timers, triggers
+from . import groups, timers, triggers, upstream
 
 FAILED = ("failed", "rejected")
 EVALUATE_BATCH = 100  # runs looked at per write transaction: short enough not to stall other writers
@@ -338,6 +338,11 @@ class Scheduler:
             record_event(tx, f"run.{status}", "sluice", f"run #{run['id']} of {run['target']} {status}",
                          run_id=run["id"], workflow=run["target"] if run["kind"] == "workflow" else None)
             groups.release_all(tx, run["id"])
+            if status == "succeeded":
+                downstream = upstream.on_success(self.service, tx, run)
+                if downstream:
+                    self.dirty.update(downstream)
+                    self.wake()
             parent = triggers.child_finished(tx, run, status)
             if parent is not None:
                 self.dirty.add(parent)

@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 from .. import identity
+from ..agents.agent import agent_timeout
 from ..definitions import DefinitionError, load_project
 from ..service import record_event
 from ..store.db import Database, StoreError, now, resolve_url
@@ -134,21 +135,14 @@ class Engine:
             "now" if signum == signal.SIGUSR1 else "drain")
         self._wake()
 
-    def register_agent(self) -> None:
-        t = now()
-        cap = self.scheduler.capacity
-        with self.db.write() as tx:
-            changed = tx.execute(
-                "UPDATE agents SET host = ?, pid = ?, capacity = ?, lost = 0, started_at = ?, heartbeat_at = ? "
-                "WHERE name = ?", (identity.host(), os.getpid(), cap, t, t, self.scheduler.agent))
-            if not changed:
-                tx.insert("agents", {"name": self.scheduler.agent, "host": identity.host(), "pid": os.getpid(),
-                                     "environments": "[]", "resources": "[]", "capacity": cap, "enabled": 1,
-                                     "lost": 0, "started_at": t, "heartbeat_at": t})
+    def register_agents(self) -> None:
+        for agent in self.scheduler.agents:
+            agent.register(takeover=True)
 
     def heartbeat(self) -> None:
-        with self.db.write() as tx:
-            tx.execute("UPDATE agents SET heartbeat_at = ? WHERE name = ?", (now(), self.scheduler.agent))
+        for agent in self.scheduler.agents:
+            agent.heartbeat()
+        self.scheduler.check_agents()
 
     def serve(self) -> int:
         wake = WakeSocket(self.db.url)
@@ -171,7 +165,7 @@ class Engine:
         recovered = self.scheduler.recover()
         if recovered:
             log(f"recovered {recovered} job(s) left running by a previous engine")
-        self.register_agent()
+        self.register_agents()
         next_beat = 0.0
         try:
             while True:
@@ -182,7 +176,7 @@ class Engine:
                         self.scheduler.cancel_all("engine lost its lease")
                         return 1
                     self.heartbeat()
-                    next_beat = t + LEASE_SECONDS / 3
+                    next_beat = t + min(LEASE_SECONDS, agent_timeout()) / 3
                 if self.stop_mode:
                     self.scheduler.draining = True
                     if self.stop_mode == "now":
@@ -191,7 +185,7 @@ class Engine:
                     self.scheduler.tick()
                 except StoreError as e:
                     log(f"tick failed: {e}")
-                if self.stop_mode and not self.scheduler.runners:
+                if self.stop_mode and not self.scheduler.busy:
                     break
                 timeout = min(IDLE_TICK, max(0.0, next_beat - time.monotonic()))
                 due = self.scheduler.next_deadline()

@@ -6,13 +6,13 @@ the runs that changed since the last tick.
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
 from .. import gates, holds, queueing
+from ..agents.agent import Agent, agent_rows, agent_timeout, describe_wait, poke_agents
 from ..agents.procs import same_process, signal_group
-from ..agents.runner import JobRunner, WorkerPool, _ancestors
+from ..agents.runner import JobRunner, _ancestors
 from ..definitions.objects import Project
 from ..service import ACTIVE_RUN, FINAL_JOB, Service, record_event
 from ..store.db import Database, Tx, loads, now
@@ -36,17 +36,17 @@ def _marks(items: tuple[str, ...]) -> str:
 
 
 class Scheduler:
-    def __init__(self, db: Database, project: Project, *, agent: str = "local", capacity: int | None = None,
-                 wake: Any = None, service: Service | None = None):
+    def __init__(self, db: Database, project: Project, *, wake: Any = None, service: Service | None = None):
         self.db = db
         self.service = service
         self.last_event_id = 0
         self.project = project
         self.root = project.root
-        self.agent = agent
-        self.capacity = capacity or project.capacity or os.cpu_count() or 1
-        self.runners: dict[int, JobRunner] = {}
-        self.pool = WorkerPool(self.capacity)
+        # the agents this engine runs in its own process (sluice.yaml's, or one `local`)
+        specs = list(project.agents.values())
+        self.agents = [Agent(db, self.root, a.name, environments=a.environments, resources=a.resources,
+                             capacity=a.capacity or project.capacity, on_done=self.mark_dirty) for a in specs] or [
+            Agent(db, self.root, "local", capacity=project.capacity, on_done=self.mark_dirty)]
         self.lock = threading.Lock()
         self.dirty: set[int] = set()
         self.plans: dict[int, dict[str, Any]] = {}
@@ -61,7 +61,9 @@ class Scheduler:
 
     def recover(self) -> int:
         """After a crash: jobs left `running` by this host's agent get a final status; none runs twice."""
-        rows = self.db.all("SELECT * FROM jobs WHERE status = 'running' AND agent = ?", (self.agent,))
+        names = [a.name for a in self.agents]
+        rows = self.db.all(f"SELECT * FROM jobs WHERE status = 'running' AND agent IN ({_marks(tuple(names))})",
+                           names)
         for j in rows:
             if j["pid"] and same_process(j["pid"], j["proc_start"]):
                 import signal
@@ -193,7 +195,7 @@ class Scheduler:
         tx.execute("UPDATE jobs SET status = 'cancelled', reason = ?, finished_at = ? "
                    "WHERE run_id = ? AND status IN ('pending', 'waiting', 'held')", (why, now(), run["id"]))
         for j in tx.all("SELECT id FROM jobs WHERE run_id = ? AND status = 'running'", (run["id"],)):
-            runner = self.runners.get(j["id"])
+            runner = self.runner(j["id"])
             if runner is not None:
                 runner.cancel(why)
 
@@ -354,51 +356,85 @@ class Scheduler:
 
     # ------------------------------------------------------------ dispatch
 
-    def free_slots(self) -> int:
-        return 0 if self.draining else self.capacity - len(self.runners)
+    @property
+    def busy(self) -> bool:
+        return any(a.runners for a in self.agents)
+
+    @property
+    def draining(self) -> bool:
+        return all(a.draining for a in self.agents)
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        for a in self.agents:
+            a.draining = value
+
+    def runner(self, job_id: int) -> JobRunner | None:
+        for a in self.agents:
+            r = a.runners.get(job_id)
+            if r is not None:
+                return r
+        return None
 
     def dispatch(self) -> None:
-        free = self.free_slots()
-        if free <= 0:
-            return
-        waiting = self.db.all(
-            "SELECT j.*, r.cancel_requested FROM jobs j JOIN runs r ON r.id = j.run_id "
+        """Our own agents claim what they may run; others (other processes, hosts) are poked."""
+        for agent in self.agents:
+            agent.claim(plan_of=self.plan)
+        left = self.db.all(
+            "SELECT j.id, j.base, j.run_id, j.reason, j.copy_key FROM jobs j JOIN runs r ON r.id = j.run_id "
             "LEFT JOIN workflow_states ws ON r.kind = 'workflow' AND ws.workflow = r.target "
             "WHERE j.status = 'waiting' AND j.gate IS NULL AND COALESCE(ws.paused, 0) = 0 "
-            "ORDER BY j.run_id, j.position, j.id LIMIT ?", (free,))
-        claimed_jobs = []
-        t = now()
-        with self.db.write() as tx:
-            for j in waiting:
-                if j["cancel_requested"]:
-                    continue
-                changed = tx.execute(
-                    "UPDATE jobs SET status = 'running', agent = ?, attempt = attempt + 1, "
-                    "claim_token = claim_token + 1, started_at = ?, finished_at = NULL, reason = NULL "
-                    "WHERE id = ? AND status = 'waiting'", (self.agent, t, j["id"]))
-                if not changed:
-                    continue
-                claimed = tx.one("SELECT * FROM jobs WHERE id = ?", (j["id"],))
-                run = tx.one("SELECT * FROM runs WHERE id = ?", (j["run_id"],))
-                assert claimed is not None and run is not None
-                if run["started_at"] is None:
-                    tx.execute("UPDATE runs SET started_at = ?, status = 'running' WHERE id = ?", (t, run["id"]))
-                elif run["status"] != "running":
-                    tx.execute("UPDATE runs SET status = 'running' WHERE id = ?", (run["id"],))
-                record_event(tx, "job.started", f"sluice@{self.agent}",
-                             f"{claimed['name']} started on {self.agent}", run_id=run["id"], job_id=j["id"])
-                claimed_jobs.append((claimed, run))
-        for claimed, run in claimed_jobs:
-            runner = JobRunner(self.db, self.root, claimed, run, self.agent, self._done, plan=self.plan(run))
-            with self.lock:
-                self.runners[claimed["id"]] = runner
-            self.pool.submit(runner.run)
+            "ORDER BY j.run_id, j.position, j.id LIMIT 200")
+        if not left:
+            return
+        rows = agent_rows(self.db)
+        mine = {a.name for a in self.agents}
+        others = [a["name"] for a in rows if a["name"] not in mine and a["enabled"] and not a["lost"]]
+        if others:
+            poke_agents(self.db, others)
+        updates = []
+        for j in left:
+            run = self.db.one("SELECT id, plan FROM runs WHERE id = ?", (j["run_id"],))
+            assert run is not None
+            plan = self.plan(run)
+            spec = plan["jobs"][j["base"]]
+            pool = [a for a in rows if a["name"] == j["copy_key"]] if spec.get("run_on_all_agents") else rows
+            why = describe_wait(pool, plan, spec)
+            if why != j["reason"] and not (j["reason"] or "").startswith("retry "):
+                updates.append((why, j["id"]))
+        if updates:
+            with self.db.write() as tx:
+                for why, job_id in updates:
+                    tx.execute("UPDATE jobs SET reason = ? WHERE id = ? AND status = 'waiting'", (why, job_id))
 
-    def _done(self, runner: JobRunner) -> None:
-        with self.lock:
-            self.runners.pop(runner.job["id"], None)
-        self.mark_dirty(runner.run_row["id"])
+    def check_agents(self) -> None:
+        """Agents whose heartbeat stopped are lost: their jobs fail with `agent lost` (retry applies)."""
+        limit = now() - agent_timeout()
+        for a in self.db.all("SELECT name FROM agents WHERE lost = 0 AND heartbeat_at < ?", (limit,)):
+            with self.db.write() as tx:
+                if not tx.execute("UPDATE agents SET lost = 1 WHERE name = ? AND lost = 0 AND heartbeat_at < ?",
+                                  (a["name"], limit)):
+                    continue
+                record_event(tx, "agent.lost", "sluice", f"agent {a['name']} lost: no heartbeat for "
+                             f"{agent_timeout():.0f}s")
+                for j in tx.all("SELECT * FROM jobs WHERE agent = ? AND status = 'running'", (a["name"],)):
+                    run = tx.one("SELECT * FROM runs WHERE id = ?", (j["run_id"],))
+                    assert run is not None
+                    retry = (self.plan(run)["jobs"][j["base"]].get("retry") or {})
+                    if retry and j["attempt"] <= int(retry.get("limit") or 0) and not retry.get("exit_codes"):
+                        tx.execute("UPDATE jobs SET status = 'waiting', agent = NULL, pid = NULL, reason = ? "
+                                   "WHERE id = ?", (f"retry {j['attempt']} of {retry['limit']} after agent lost",
+                                                    j["id"]))
+                        record_event(tx, "job.retry", "sluice", f"{j['name']}: agent {a['name']} lost; retrying",
+                                     run_id=j["run_id"], job_id=j["id"])
+                    else:
+                        tx.execute("UPDATE jobs SET status = 'failed', reason = 'agent lost', finished_at = ?, "
+                                   "pid = NULL WHERE id = ?", (now(), j["id"]))
+                        record_event(tx, "job.failed", "sluice", f"{j['name']} failed: agent {a['name']} lost",
+                                     run_id=j["run_id"], job_id=j["id"])
+                    self.dirty.add(j["run_id"])
 
     def cancel_all(self, reason: str) -> None:
-        for runner in list(self.runners.values()):
-            runner.cancel(reason)
+        for a in self.agents:
+            for runner in list(a.runners.values()):
+                runner.cancel(reason)

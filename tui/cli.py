@@ -197,6 +197,17 @@ def build_parser() -> Parser:
         if verb == "list":
             c.add_argument("--limit", type=int, default=None)
 
+    ag = sub.add_parser("agent", help="agents: workers that run jobs").add_subparsers(
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+    cmd(ag, "list", "agents with environments, resources, state, current jobs, heartbeat")
+    c = cmd(ag, "start", "run an agent here (in the foreground) for this project's database", json_flag=False)
+    c.add_argument("--name", required=True)
+    c.add_argument("--env", action="append", default=[], metavar="ENV", help="an environment (repeatable)")
+    c.add_argument("--resource", action="append", default=[], metavar="R", help="a resource (repeatable)")
+    c.add_argument("--capacity", type=int, default=None, help="jobs at once (default: CPU count)")
+    cmd(ag, "enable", "let an agent take jobs again").add_argument("name")
+    cmd(ag, "disable", "an agent finishes its current jobs and takes no more").add_argument("name")
+
     ru = sub.add_parser("run", help="runs").add_subparsers(
         dest="sub", metavar="ACTION", parser_class=Parser, required=True)
     c = cmd(ru, "list", "runs, newest first")
@@ -681,6 +692,50 @@ def _job_summary(jobs: list[dict[str, Any]]) -> str:
     return " ".join(f"{GLYPHS.get(s, '?')}{n}" for s, n in counts.items())
 
 
+def do_agent(args: argparse.Namespace, out: Out) -> int:
+    svc = open_service(args)
+    if args.sub == "list":
+        rows = svc.list_agents()
+        if out.json:
+            out.emit(rows)
+            return 0
+        out.table(["agent", "host", "environments", "resources", "cap", "state", "jobs", "heartbeat"], [
+            [a["name"], a["host"], ", ".join(a["environments"]) or "-", ", ".join(a["resources"]) or "-",
+             a["capacity"], out.status(a["state"]), ", ".join(a["jobs"]), short_time(a["heartbeat_at"])]
+            for a in rows])
+        return 0
+    if args.sub in ("enable", "disable"):
+        row = svc.set_agent_enabled(args.name, args.sub == "enable")
+        if out.json:
+            out.emit(row)
+        else:
+            out.line(f"agent {args.name} {args.sub}d" + (": it finishes its current jobs and takes no more"
+                                                         if args.sub == "disable" else ""))
+        return 0
+    import signal
+    import threading
+
+    from core.agents.agent import Agent, serve
+    from core.errors import Invalid
+
+    unknown = [e for e in args.env if e not in svc.project.environments]
+    if unknown:
+        from core.definitions import did_you_mean
+
+        raise Invalid(f"unknown environment '{unknown[0]}'{did_you_mean(unknown[0], svc.project.environments)}")
+    if args.capacity is not None and args.capacity < 1:
+        raise Invalid("--capacity must be at least 1")
+    agent = Agent(svc.db, svc.project.root, args.name, environments=args.env, resources=args.resource,
+                  capacity=args.capacity)
+    agent.register()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    note(f"agent {args.name} running (environments: {', '.join(args.env) or 'none'}; resources: "
+         f"{', '.join(args.resource) or 'none'}; capacity {agent.capacity}); Ctrl-C stops after current jobs")
+    return serve(svc.db, svc.project.root, agent, stop=stop)
+
+
 def do_history(args: argparse.Namespace, out: Out) -> int:
     svc = open_service(args)
     rows = svc.history(args.limit, run_id=args.run)
@@ -719,7 +774,7 @@ def do_demo(args: argparse.Namespace, out: Out) -> int:
 
 HANDLERS = {
     "validate": do_validate, "init": do_init, "engine": do_engine, "workflow": do_workflow, "method": do_method,
-    "run": do_run, "history": do_history, "queue": do_queue, "tui": do_tui, "demo": do_demo,
+    "run": do_run, "history": do_history, "queue": do_queue, "agent": do_agent, "tui": do_tui, "demo": do_demo,
 }
 
 

@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 from .. import gates, holds, queueing
-from ..agents.agent import Agent, agent_rows, agent_timeout, describe_wait, poke_agents
+from ..agents.agent import Agent, agent_rows, agent_timeout, describe_wait, matches, poke_agents
 from ..agents.procs import same_process, signal_group
 from ..agents.runner import JobRunner, _ancestors
 from ..definitions.objects import Project
@@ -21,7 +21,9 @@ from . import groups, timers, triggers, upstream
 FAILED = ("failed", "rejected")
 EVALUATE_BATCH = 100  # runs looked at per write transaction: short enough not to stall other writers
 # events written by other processes that change what a run should do next
-EXTERNAL_EVENTS = ("run.created", "run.cancel_requested", "job.released", "job.rejected", "job.timed_out")
+EXTERNAL_EVENTS = ("run.created", "run.cancel_requested", "job.released", "job.rejected", "job.timed_out",
+                   # results reported by agents in other processes (our own agents tell us directly)
+                   "job.succeeded", "job.failed", "job.cancelled", "job.retry")
 # events after which the next deadline (due item, hold timeout) must be recomputed
 DEADLINE_EVENTS = ("queue.scheduled", "queue.executed", "queue.purged", "job.held", "job.released",
                    "job.rejected", "job.timed_out", "run.cancel_requested")
@@ -117,9 +119,11 @@ class Scheduler:
         top = self.db.scalar("SELECT MAX(id) FROM events") or 0
         if top > self.last_event_id:
             marks = ",".join("?" * len(EXTERNAL_EVENTS))
+            ours = tuple(f"sluice@{a.name}" for a in self.agents)
             for r in self.db.all(
                 f"SELECT DISTINCT run_id FROM events WHERE id > ? AND id <= ? AND run_id IS NOT NULL "
-                f"AND kind IN ({marks})", (self.last_event_id, top, *EXTERNAL_EVENTS)):
+                f"AND kind IN ({marks}) AND actor NOT IN ({_marks(ours)})",
+                (self.last_event_id, top, *EXTERNAL_EVENTS, *ours)):
                 self.dirty.add(r["run_id"])
             if self.db.scalar(f"SELECT 1 FROM events WHERE id > ? AND id <= ? AND kind IN ({_marks(DEADLINE_EVENTS)}) "
                               "LIMIT 1", (self.last_event_id, top, *DEADLINE_EVENTS)):
@@ -278,6 +282,8 @@ class Scheduler:
 
     def _go(self, tx: Tx, run: dict[str, Any], plan: dict[str, Any], j: dict[str, Any],
             spec: dict[str, Any]) -> str:
+        if spec.get("run_on_all_agents") and j["copy_key"] is None:
+            return self._fan_out_to_agents(tx, run, plan, j, spec)
         if spec.get("trigger"):
             status, child = triggers.start_child(self.service, tx, run, plan, j, spec)
             if child is not None:
@@ -287,6 +293,30 @@ class Scheduler:
         paused = run["kind"] == "workflow" and bool((gates.workflow_state(tx, run["target"]) or {}).get("paused"))
         why = "paused" if paused else "waiting for an agent"
         tx.execute("UPDATE jobs SET status = 'waiting', gate = NULL, reason = ? WHERE id = ?", (why, j["id"]))
+        return "waiting"
+
+    def _fan_out_to_agents(self, tx: Tx, run: dict[str, Any], plan: dict[str, Any], j: dict[str, Any],
+                           spec: dict[str, Any]) -> str:
+        """run_on_all_agents: one copy per matching enabled agent, decided now; none matching fails."""
+        rows = [dict(a, environments=loads(a["environments"], []), resources=loads(a["resources"], []))
+                for a in tx.all("SELECT * FROM agents WHERE enabled = 1 AND lost = 0 ORDER BY name")]
+        chosen = [a["name"] for a in rows if matches(a, plan, spec)]
+        if not chosen:
+            why = describe_wait(rows, plan, spec) + " (run_on_all_agents)"
+            tx.execute("UPDATE jobs SET status = 'failed', reason = ?, finished_at = ? WHERE id = ?",
+                       (why, now(), j["id"]))
+            record_event(tx, "job.failed", "sluice", f"{j['name']} failed: {why}", run_id=run["id"], job_id=j["id"])
+            return "failed"
+        first, rest = chosen[0], chosen[1:]
+        tx.execute("UPDATE jobs SET name = ?, copy_key = ? WHERE id = ?", (f"{j['base']}[{first}]", first, j["id"]))
+        for name in rest:
+            tx.insert("jobs", {"run_id": run["id"], "name": f"{j['base']}[{name}]", "base": j["base"],
+                               "position": j["position"], "copy_key": name, "status": "pending", "attempt": 0,
+                               "outputs": "{}", "claim_token": 0, "group_name": j["group_name"]})
+        for copy in tx.all("SELECT * FROM jobs WHERE run_id = ? AND base = ? AND status = 'pending'",
+                           (run["id"], j["base"])):
+            self._go(tx, run, plan, copy, spec)
+        j["copy_key"] = first
         return "waiting"
 
     def recheck_groups(self) -> None:

@@ -186,3 +186,36 @@ def test_two_agents_of_one_name_are_refused(proj: Proj, agents) -> None:  # noqa
     assert r.code == 3 and "agent qa-1 is already running" in r.err
     r = proj.sluice("agent", "start", "--name", "x", "--env", "staging", env=ENV)
     assert r.code == 2 and "unknown environment 'staging'" in r.err
+
+
+def test_agent_cut_off_from_the_store_stops_its_jobs(proj: Proj, agents) -> None:  # noqa: ANN001
+    import sqlite3
+
+    proj.write("sluice.yaml", SETTINGS)
+    proj.write("workflows/w.yaml", """\
+        name: w
+        environment: qa
+        jobs: {long: {steps: [{run: 'echo $$ > "$SLUICE_PROJECT/pid"; sleep 60'}]}}
+        """)
+    proj.ok("engine", "start", env=ENV)
+    p = proj.popen("agent", "start", "--name", "qa-1", "--env", "qa", env={**ENV, "SLUICE_BUSY_TIMEOUT": "0.3"})
+    try:
+        svc = proj.service()
+        proj.wait_for(lambda: svc.db.scalar("SELECT COUNT(*) FROM agents WHERE name = 'qa-1'"), what="agent")
+        proj.ok("workflow", "run", "w", "--detach", env=ENV)
+        pidfile = proj.root / "pid"
+        proj.wait_for(pidfile.exists, what="job started")
+        pid = int(pidfile.read_text())
+        holder = sqlite3.connect(proj.root / ".sluice" / "state.db", isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # the store is unreachable for everyone for a while
+        time.sleep(4)
+        holder.execute("ROLLBACK")
+        from conftest import gone
+
+        assert gone(pid)  # the agent stopped its own job: it cannot run on after being given up
+        proj.wait_for(lambda: svc.run_view(1)["jobs"][0]["status"] == "failed", what="job failed")
+        # whichever came first: the engine giving the agent up, or the agent reporting why it stopped
+        assert svc.run_view(1)["jobs"][0]["reason"] in ("agent lost", "agent cut off from the store")
+    finally:
+        p.kill()
+        p.wait(timeout=10)

@@ -129,7 +129,7 @@ class Agent:
 
     def kill_all(self, why: str) -> None:
         for runner in list(self.runners.values()):
-            runner.cancel(why)
+            runner.cancel(why, status="failed")
             if runner.proc is not None:
                 signal_group(runner.proc.pid, signal.SIGKILL)
 

@@ -24,12 +24,13 @@ from ..definitions.inputs import InputError, env_value, validate_inputs
 from ..definitions.objects import env_name
 from ..plan import secret_names, spec_from
 from ..service import mask_text, record_event
-from ..store.db import Database, Tx, dumps, loads, now
+from ..store.db import Database, StoreError, Tx, dumps, loads, now
 from .procs import proc_start, signal_group
 
 CHUNK_BYTES = 64 * 1024
 FLUSH_SECONDS = 0.25
 PID_RECORD_AFTER = 0.0
+PENDING_LIMIT = 8 * 1024 * 1024  # output kept in memory while the store cannot be written
 OUTPUT_LIMIT = 64 * 1024
 _OUTPUT_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)=(.*)$")
 
@@ -54,6 +55,7 @@ class LogWriter:
         self.buf: list[str] = []
         self.size = 0
         self.pending: list[tuple[str, str]] = []  # (stream, text) ready to write
+        self.dropped = 0
         self.last_flush = time.monotonic()
         self.seq = seq
 
@@ -87,12 +89,21 @@ class LogWriter:
             return
         if tx is not None:
             self._write(tx)
-        else:
+            return
+        try:
             with self.db.write() as own:
                 self._write(own)
+        except StoreError:
+            # the store is away for a moment: keep the output (bounded) and try again at the next flush
+            while sum(len(t) for _, t in self.pending) > PENDING_LIMIT:
+                self.pending.pop(0)
+                self.dropped += 1
 
     def _write(self, tx: Tx) -> None:
         t = now()
+        if self.dropped:
+            self.pending.insert(0, ("sluice", f"--- {self.dropped} chunk(s) of output lost while the store was away\n"))
+            self.dropped = 0
         for stream, text in self.pending:
             self.seq += 1
             tx.insert("log_chunks", {"job_id": self.job_id, "run_id": self.run_id, "seq": self.seq,
@@ -119,7 +130,10 @@ class WorkerPool:
             task = self.tasks.get()
             if task is None:
                 return
-            task()
+            try:
+                task()
+            except Exception as e:  # a worker must outlive one job's failure
+                sys.stderr.write(f"sluice: job worker error: {e}\n")
 
 
 class JobRunner:
@@ -137,14 +151,17 @@ class JobRunner:
         self.token = job["claim_token"]
         self.on_done = on_done
         self._cancel: str | None = None
+        self._cancel_status = "cancelled"
         self._cancel_event = threading.Event()
         self.proc: subprocess.Popen[bytes] | None = None
 
     # ------------------------------------------------------------ control
 
-    def cancel(self, reason: str) -> None:
+    def cancel(self, reason: str, *, status: str = "cancelled") -> None:
+        """Stop the job's processes; it ends `cancelled` (a person asked) or `failed` (sluice had to)."""
         if self._cancel is None:
             self._cancel = reason
+            self._cancel_status = status
             self._cancel_event.set()
 
     # ------------------------------------------------------------ thread body
@@ -253,7 +270,7 @@ class JobRunner:
         log._seal(final=True)
         outputs = self._read_outputs(output_file, log)
         if self._cancel:
-            return "cancelled", exit_code if exit_code else None, self._cancel, outputs
+            return self._cancel_status, exit_code if exit_code else None, self._cancel, outputs
         if failed:
             return "failed", exit_code, reason, outputs
         return "succeeded", 0, None, outputs
@@ -292,10 +309,13 @@ class JobRunner:
         try:
             while True:
                 if record_pid_at is not None and time.monotonic() >= record_pid_at:
-                    record_pid_at = None
-                    with self.db.write() as tx:
-                        tx.execute("UPDATE jobs SET pid = ?, proc_start = ? WHERE id = ? AND claim_token = ?",
-                                   (proc.pid, proc_start(proc.pid), self.job["id"], self.token))
+                    try:
+                        with self.db.write() as tx:
+                            tx.execute("UPDATE jobs SET pid = ?, proc_start = ? WHERE id = ? AND claim_token = ?",
+                                       (proc.pid, proc_start(proc.pid), self.job["id"], self.token))
+                        record_pid_at = None
+                    except StoreError:
+                        record_pid_at = time.monotonic() + 0.5
                 if stopped is None:
                     if self._cancel:
                         stopped = self._cancel
@@ -335,6 +355,9 @@ class JobRunner:
                         log.feed(data)
                     signal_group(pgid, signal.SIGKILL)
                     break
+        except BaseException:
+            signal_group(pgid, signal.SIGKILL)  # never leave a job's processes behind
+            raise
         finally:
             sel.close()
             proc.stdout.close()
@@ -362,6 +385,16 @@ class JobRunner:
     # ------------------------------------------------------------ reporting
 
     def _finish(self, status: str, exit_code: int | None, reason: str | None, outputs: dict[str, str]) -> None:
+        """Report the result; while the store is unreachable, keep trying (the job's processes are gone)."""
+        delay = 0.2
+        while True:
+            try:
+                return self._report(status, exit_code, reason, outputs)
+            except StoreError:
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _report(self, status: str, exit_code: int | None, reason: str | None, outputs: dict[str, str]) -> None:
         retry = self.spec.get("retry") or {}
         attempt = self.job["attempt"]
         will_retry = (

@@ -167,15 +167,22 @@ class Engine:
             log(f"recovered {recovered} job(s) left running by a previous engine")
         self.register_agents()
         next_beat = 0.0
+        last_renewed = time.monotonic()
         try:
             while True:
                 t = time.monotonic()
                 if t >= next_beat:
-                    if not self.lease.acquire():
+                    try:
+                        held = self.lease.acquire()
+                        self.heartbeat()
+                        last_renewed = t
+                    except StoreError as e:  # the store is away for a moment: keep going, within the lease
+                        log(f"cannot reach the store: {e}")
+                        held = time.monotonic() - last_renewed < LEASE_SECONDS
+                    if not held:
                         log("lost the scheduler lease; stopping")
                         self.scheduler.cancel_all("engine lost its lease")
                         return 1
-                    self.heartbeat()
                     next_beat = t + min(LEASE_SECONDS, agent_timeout()) / 3
                 if self.stop_mode:
                     self.scheduler.draining = True
@@ -201,9 +208,12 @@ class Engine:
                         except BlockingIOError:
                             pass
         finally:
-            self.lease.release()
-            with self.db.write() as tx:
-                record_event(tx, "engine.stopped", "sluice", f"engine stopped on {identity.host()}")
+            try:
+                self.lease.release()
+                with self.db.write() as tx:
+                    record_event(tx, "engine.stopped", "sluice", f"engine stopped on {identity.host()}")
+            except StoreError as e:
+                log(f"could not record the stop: {e}")
             wake.close()
         return 0
 

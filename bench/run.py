@@ -95,11 +95,11 @@ def huey_consumer(n: int, parallel: int) -> float | None:
 
 
 def wait_all_final(root: Path, expected: int) -> None:
-    import sqlite3
+    from core.service import Service
 
-    db = sqlite3.connect(root / ".sluice" / "state.db")
+    db = Service.open(root).db  # SQLite or, with SLUICE_DATABASE_URL, PostgreSQL
     while True:
-        done = db.execute("SELECT COUNT(*) FROM runs WHERE status IN ('succeeded', 'failed', 'cancelled')").fetchone()[0]
+        done = db.scalar("SELECT COUNT(*) FROM runs WHERE status IN ('succeeded', 'failed', 'cancelled')")
         if done >= expected:
             return
         time.sleep(0.02)
@@ -341,13 +341,50 @@ def mouse_traffic() -> dict:
     return out
 
 
-BENCHES = {"p1": p1, "p1_fanout": p1_fanout, "p2": p2, "p3": p3, "p4": p4, "mouse": mouse_traffic}
+_PG: list = []
+
+
+def on_postgres(bench):  # noqa: ANN001, ANN201
+    """Run a benchmark with the project's state in a fresh database on a real PostgreSQL server."""
+
+    def run() -> dict:
+        sys.path.insert(0, str(REPO / "tests"))
+        from pg import Server
+
+        if not _PG:
+            server = Server(Path(tempfile.mkdtemp(prefix="sluice-bench-pg-")))
+            server.start()
+            _PG.append(server)
+        server = _PG[0]
+        name = f"bench_{bench.__name__}_{int(time.time())}"
+        server.admin(f"CREATE DATABASE {name}")
+        os.environ["SLUICE_DATABASE_URL"] = server.url(name)
+        try:
+            result = bench()
+        finally:
+            del os.environ["SLUICE_DATABASE_URL"]
+        result["backend"] = "postgresql"
+        return result
+
+    return run
+
+
+BENCHES = {"p1": p1, "p1_fanout": p1_fanout, "p2": p2, "p3": p3, "p4": p4, "mouse": mouse_traffic,
+           "p1_pg": on_postgres(p1), "p1_fanout_pg": on_postgres(p1_fanout), "p2_pg": on_postgres(p2)}
 
 
 def main() -> None:
-    names = sys.argv[1:] or list(BENCHES)
+    names = sys.argv[1:] or [n for n in BENCHES if not n.endswith("_pg")]
     RESULTS.mkdir(parents=True, exist_ok=True)
     machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine()}
+    try:
+        run_all(names, machine)
+    finally:
+        for server in _PG:
+            server.stop()
+
+
+def run_all(names: list[str], machine: dict) -> None:
     for name in names:
         result = BENCHES[name]()
         result["machine"] = machine

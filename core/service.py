@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import gates, identity, wake
+from . import gates, identity
 from .definitions import DefinitionError, InputError, load_project, masked, validate_inputs
 from .definitions.inputs import SECRET_MASK
 from .definitions.loader import did_you_mean
@@ -92,7 +92,7 @@ class Service:
         return self.db.url
 
     def poke(self) -> None:
-        wake.poke(self.db.url)
+        self.db.notify()
 
     # ------------------------------------------------------------ definitions
 

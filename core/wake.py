@@ -84,3 +84,25 @@ class WakeSocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class PgListener:
+    """LISTEN on the database's `sluice` channel: wake-ups across hosts on PostgreSQL."""
+
+    def __init__(self, conninfo: str):
+        from .store.db import _pg_connect
+
+        self.conn = _pg_connect(conninfo)
+        self.conn.execute("LISTEN sluice")
+
+    def fileno(self) -> int:
+        return self.conn.pgconn.socket
+
+    def drain(self) -> None:
+        pg = self.conn.pgconn
+        pg.consume_input()
+        while pg.notifies() is not None:
+            pass
+
+    def close(self) -> None:
+        self.conn.close()

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -31,9 +32,10 @@ class Result:
 
 
 class Proj:
-    def __init__(self, root: Path, template_db: Path):
+    def __init__(self, root: Path, template_db: Path, db_url: str | None = None):
         self.root = root
         self.template_db = template_db
+        self.db_url = db_url  # PostgreSQL: the test's own database; None: the project's SQLite file
 
     def write(self, rel: str, text: str) -> Path:
         path = self.root / rel
@@ -44,6 +46,8 @@ class Proj:
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
         env.update({"SLUICE_KILL_GRACE": "2", "NO_COLOR": "1", "PYTHONPATH": str(REPO)})
+        if self.db_url:
+            env["SLUICE_DATABASE_URL"] = self.db_url
         env.update(extra)
         return env
 
@@ -105,6 +109,20 @@ def gone(pid: int) -> bool:
         return True
 
 
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only(why): a test that only makes sense on SQLite (says why)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test on a project runs on both backends, unless it says why it is SQLite-only."""
+    if "backend" in metafunc.fixturenames:
+        only = metafunc.definition.get_closest_marker("sqlite_only")
+        metafunc.parametrize("backend", ["sqlite"] if only else BACKENDS, scope="function")
+
+
 @pytest.fixture(scope="session")
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Migrate one database per test session; each project starts from a copy (fast, and real)."""
@@ -115,13 +133,41 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real PostgreSQL server on a loopback port, with a migrated template database."""
+    from pg import Server
+
+    from core.store.migrate import upgrade
+
+    server = Server(Path(tempfile.mkdtemp(prefix="sluice-pg-")))
+    server.start()
+    server.admin("CREATE DATABASE sluice_template")
+    upgrade(server.url("sluice_template"))
+    yield server
+    server.stop()
+
+
+_pg_counter = [0]
+
+
 @pytest.fixture
-def proj(tmp_path: Path, template_db: Path) -> Iterator[Proj]:
+def proj(tmp_path: Path, template_db: Path, backend: str, request: pytest.FixtureRequest,
+         monkeypatch: pytest.MonkeyPatch) -> Iterator[Proj]:
     root = tmp_path / "proj"
     root.mkdir()
     (root / ".sluice").mkdir()
-    shutil.copy(template_db, root / ".sluice" / "state.db")
-    p = Proj(root, template_db)
+    db_url = None
+    if backend == "postgresql":
+        server = request.getfixturevalue("pg_server")
+        _pg_counter[0] += 1
+        name = f"t{os.getpid()}_{_pg_counter[0]}"
+        server.admin(f"CREATE DATABASE {name} TEMPLATE sluice_template")
+        db_url = server.url(name)
+        monkeypatch.setenv("SLUICE_DATABASE_URL", db_url)  # the in-process service() too
+    else:
+        shutil.copy(template_db, root / ".sluice" / "state.db")
+    p = Proj(root, template_db, db_url)
     p.write("sluice.yaml", "name: test\ncapacity: 4\n")
     yield p
     p.kill_engine()

@@ -188,6 +188,7 @@ def test_two_agents_of_one_name_are_refused(proj: Proj, agents) -> None:  # noqa
     assert r.code == 2 and "unknown environment 'staging'" in r.err
 
 
+@pytest.mark.sqlite_only("cuts the agent off by holding SQLite's write lock")
 def test_agent_cut_off_from_the_store_stops_its_jobs(proj: Proj, agents) -> None:  # noqa: ANN001
     import sqlite3
 

@@ -118,7 +118,7 @@ def test_seed_000_qa_story_timer_lock_and_sign_off(proj: Proj) -> None:
 
 def test_timer_fires_once_with_two_engines(proj: Proj, tmp_path: Path) -> None:
     proj.write("workflows/tick.yaml", 'name: tick\ntimer: "* * * * * *"\njobs: {a: {steps: [{run: "true"}]}}\n')
-    db_url = f"sqlite:///{proj.root / '.sluice' / 'state.db'}"
+    db_url = proj.db_url or f"sqlite:///{proj.root / '.sluice' / 'state.db'}"
     other = Proj(tmp_path / "other", proj.template_db)
     other.root.mkdir()
     for rel in ("sluice.yaml", "workflows/tick.yaml"):
@@ -293,10 +293,10 @@ def test_until_success_lock_and_unlock(proj: Proj) -> None:
     proj.write("workflows/w.yaml", """\
         name: w
         lock: until_success
-        inputs: {code: {default: "0"}}
-        jobs: {a: {steps: [{run: 'sleep 0.5; exit "$INPUT_CODE"'}]}}
+        inputs: {code: {default: "0"}, nap: {default: "0"}}
+        jobs: {a: {steps: [{run: 'sleep "$INPUT_NAP"; exit "$INPUT_CODE"'}]}}
         """)
-    proj.ok("workflow", "run", "w", "--detach")
+    proj.ok("workflow", "run", "w", "--detach", "-i", "nap=3")
     r = proj.sluice("workflow", "run", "w")
     assert r.code == 3 and "locked by run #1" in r.err
     r = proj.sluice("workflow", "unlock", "w")

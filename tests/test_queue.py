@@ -88,16 +88,18 @@ def test_concurrent_queueing_makes_one_item(proj: Proj) -> None:
 
 
 def test_unique_index_is_in_the_database(proj: Proj) -> None:
-    import sqlite3
-
+    """Not only a check in Python: the database itself refuses a second queued copy."""
     import pytest
+
+    from core.store.db import IntegrityError
 
     setup(proj)
     proj.ok("workflow", "queue", "teardown-dns")
-    db = sqlite3.connect(proj.root / ".sluice" / "state.db")
-    with pytest.raises(sqlite3.IntegrityError):
-        db.execute("INSERT INTO queue_items (kind, target, inputs, inputs_key, pins, status, queued_by, queued_at) "
-                   "SELECT kind, target, inputs, inputs_key, pins, status, 'x', 0 FROM queue_items")
+    svc = proj.service()
+    with pytest.raises(IntegrityError):
+        with svc.db.write() as tx:
+            tx.execute("INSERT INTO queue_items (kind, target, inputs, inputs_key, pins, status, queued_by, queued_at) "
+                       "SELECT kind, target, inputs, inputs_key, pins, status, 'x', 0 FROM queue_items")
 
 
 def test_selectors(proj: Proj) -> None:

@@ -43,6 +43,7 @@ CASES = {
 }
 
 
+@pytest.mark.sqlite_only("pixels, not data paths: the Pilot tests drive the dashboard on both backends")
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("case", list(CASES))
 def test_snapshot(snap_compare, proj: Proj, case: str, size: tuple[int, int]) -> None:  # noqa: ANN001
@@ -51,6 +52,7 @@ def test_snapshot(snap_compare, proj: Proj, case: str, size: tuple[int, int]) ->
     assert snap_compare(app, terminal_size=size, run_before=CASES[case])
 
 
+@pytest.mark.sqlite_only("pixels, not data paths: the Pilot tests drive the dashboard on both backends")
 def test_read_only_footer_has_no_actions(snap_compare, proj: Proj) -> None:  # noqa: ANN001
     fixed_demo(proj)
     assert snap_compare(app_for(proj, read_only=True), terminal_size=(80, 24), run_before=steps())

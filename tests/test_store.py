@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from conftest import Proj
 
 
@@ -60,6 +61,7 @@ def test_existing_database_upgrades_in_place_keeping_history(fresh_proj: Proj) -
     assert db.execute("SELECT name FROM sqlite_master WHERE name = 'queue_items'").fetchone() is not None
 
 
+@pytest.mark.sqlite_only("the URL under test points at a SQLite file")
 def test_database_url_from_environment(proj: Proj, tmp_path: Path) -> None:
     proj.write("workflows/w.yaml", 'name: w\njobs: {j: {steps: [{run: "true"}]}}\n')
     other = tmp_path / "elsewhere" / "x.db"
@@ -71,6 +73,7 @@ def test_database_url_from_environment(proj: Proj, tmp_path: Path) -> None:
     assert proj.ok("run", "list", "--json").json == []  # the project's own database is untouched
 
 
+@pytest.mark.sqlite_only("a database file that is not a database")
 def test_unreadable_database_is_one_line(proj: Proj) -> None:
     proj.write("workflows/w.yaml", 'name: w\njobs: {j: {steps: [{run: "true"}]}}\n')
     db = proj.root / ".sluice" / "state.db"
@@ -86,6 +89,7 @@ def test_unsupported_url_is_one_line(proj: Proj) -> None:
     assert r.code == 2 and "unsupported database URL" in r.err
 
 
+@pytest.mark.sqlite_only("holds SQLite's write lock")
 def test_locked_database_is_one_line_and_changes_nothing(proj: Proj) -> None:
     proj.write("workflows/w.yaml", 'name: w\njobs: {j: {steps: [{run: "true"}]}}\n')
     holder = sqlite3.connect(proj.root / ".sluice" / "state.db", isolation_level=None)

@@ -208,6 +208,11 @@ def build_parser() -> Parser:
     cmd(ag, "enable", "let an agent take jobs again").add_argument("name")
     cmd(ag, "disable", "an agent finishes its current jobs and takes no more").add_argument("name")
 
+    db = sub.add_parser("db", help="the state database").add_subparsers(
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+    c = cmd(db, "copy", "copy this project's state (all history) into another, empty database")
+    c.add_argument("--to", required=True, metavar="URL", help="e.g. postgresql+psycopg://sluice@db-host/sluice")
+
     ru = sub.add_parser("run", help="runs").add_subparsers(
         dest="sub", metavar="ACTION", parser_class=Parser, required=True)
     c = cmd(ru, "list", "runs, newest first")
@@ -736,6 +741,28 @@ def do_agent(args: argparse.Namespace, out: Out) -> int:
     return serve(svc.db, svc.project.root, agent, stop=stop)
 
 
+def do_db(args: argparse.Namespace, out: Out) -> int:
+    from core.engine import control
+    from core.errors import Refused
+    from core.store.copy import copy
+    from core.store.db import Database
+
+    svc = open_service(args)
+    if control.status(svc.project.root):
+        raise Refused("the engine is running: stop it first (sluice engine stop), so nothing changes mid-copy")
+    target = Database(args.to)
+    if target.url == svc.db.url:
+        raise Refused("the target is the project's own database")
+    counts = copy(svc.db, target)
+    if out.json:
+        out.emit({"copied": counts, "to": target.where})
+    else:
+        out.line(f"copied {sum(counts.values()):,} rows ({counts['runs']:,} runs, {counts['events']:,} events, "
+                 f"{counts['queue_items']:,} queue items) to {target.where}")
+        out.line(f"next: set 'database: {args.to}' in sluice.yaml (or SLUICE_DATABASE_URL) and start the engine")
+    return 0
+
+
 def do_history(args: argparse.Namespace, out: Out) -> int:
     svc = open_service(args)
     rows = svc.history(args.limit, run_id=args.run)
@@ -774,7 +801,7 @@ def do_demo(args: argparse.Namespace, out: Out) -> int:
 
 HANDLERS = {
     "validate": do_validate, "init": do_init, "engine": do_engine, "workflow": do_workflow, "method": do_method,
-    "run": do_run, "history": do_history, "queue": do_queue, "agent": do_agent, "tui": do_tui, "demo": do_demo,
+    "run": do_run, "history": do_history, "queue": do_queue, "agent": do_agent, "db": do_db, "tui": do_tui, "demo": do_demo,
 }
 
 

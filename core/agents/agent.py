@@ -235,7 +235,13 @@ def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> i
     import selectors
 
     sel = selectors.DefaultSelector()
-    sel.register(wake.sock, selectors.EVENT_READ)
+    sel.register(wake.sock, selectors.EVENT_READ, wake)
+    listener = None
+    if db.dialect == "postgresql":
+        from ..wake import PgListener
+
+        listener = PgListener(db.conninfo)
+        sel.register(listener, selectors.EVENT_READ, listener)
     inner = threading.Event()
     agent.on_done = lambda run_id: (inner.set(), _poke_engine(db))
     while not stop.is_set():
@@ -251,8 +257,8 @@ def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> i
             pass
         if stop.is_set():
             break
-        for _ in sel.select(timeout=0 if inner.is_set() else 0.25):
-            wake.drain()
+        for key, _ in sel.select(timeout=0 if inner.is_set() else 0.25):
+            key.data.drain()
         inner.clear()
     agent.draining = True
     while agent.runners:
@@ -263,16 +269,15 @@ def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> i
 
 
 def _poke_engine(db: Database) -> None:
-    from ..wake import poke
-
-    poke(db.url)
+    db.notify()
 
 
 def poke_agents(db: Database, names: list[str]) -> None:
-    from ..wake import poke
-
+    if db.dialect == "postgresql":
+        db.notify()  # one NOTIFY reaches every agent, on every host
+        return
     for name in names:
-        poke(db.url + f"#agent:{name}")
+        db.notify(name)
 
 
 __all__ = ["Agent", "agent_rows", "agent_timeout", "describe_wait", "json", "matches", "poke_agents", "serve"]

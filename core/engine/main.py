@@ -27,7 +27,7 @@ from ..definitions import DefinitionError, load_project
 from ..service import record_event
 from ..store.db import Database, StoreError, now, resolve_url
 from ..wake import WakeSocket
-from .scheduler import Scheduler
+from .scheduler import LostLease, Scheduler
 
 LEASE_SECONDS = 10.0
 IDLE_TICK = 1.0  # a safety net; wake-ups do the real work
@@ -122,7 +122,7 @@ class Engine:
         from ..service import Service
 
         self.service = Service(self.project, self.db)
-        self.scheduler = Scheduler(self.db, self.project, wake=self._wake, service=self.service)
+        self.scheduler = Scheduler(self.db, self.project, wake=self._wake, service=self.service, lease=self.lease)
 
     def _wake(self) -> None:
         try:
@@ -160,6 +160,12 @@ class Engine:
         if not wake.claim():  # a standby that took over owns the shared address from now on
             log("another process owns the wake-up address; falling back to the idle tick")
         sel.register(wake.sock, selectors.EVENT_READ, "wake")
+        listener = None
+        if self.db.dialect == "postgresql":  # wake-ups from other hosts
+            from ..wake import PgListener
+
+            listener = PgListener(self.db.conninfo)
+            sel.register(listener, selectors.EVENT_READ, "pg")
         with self.db.write() as tx:
             record_event(tx, "engine.started", "sluice", f"engine started on {identity.host()} (pid {os.getpid()})")
         recovered = self.scheduler.recover()
@@ -192,6 +198,10 @@ class Engine:
                     self.scheduler.tick()
                 except StoreError as e:
                     log(f"tick failed: {e}")
+                except LostLease as e:
+                    log(f"{e}; stopping")
+                    self.scheduler.cancel_all("engine lost its lease")
+                    return 1
                 if self.stop_mode and not self.scheduler.busy:
                     break
                 timeout = min(IDLE_TICK, max(0.0, next_beat - time.monotonic()))
@@ -201,6 +211,8 @@ class Engine:
                 for key, _ in sel.select(timeout=timeout):
                     if key.data == "wake":
                         wake.drain()
+                    elif key.data == "pg" and listener is not None:
+                        listener.drain()
                     else:
                         try:
                             while self.inner_r.recv(4096):

@@ -33,13 +33,19 @@ DEADLINE_EVENTS = ("queue.scheduled", "queue.executed", "queue.purged", "job.hel
 UNBLOCK_EVENTS = ("workflow.unpaused", "workflow.unlocked", "run.succeeded", "run.failed", "run.cancelled")
 
 
+class LostLease(Exception):
+    pass
+
+
 def _marks(items: tuple[str, ...]) -> str:
     return ",".join("?" * len(items))
 
 
 class Scheduler:
-    def __init__(self, db: Database, project: Project, *, wake: Any = None, service: Service | None = None):
+    def __init__(self, db: Database, project: Project, *, wake: Any = None, service: Service | None = None,
+                 lease: Any = None):
         self.db = db
+        self.lease = lease
         self.service = service
         self.last_event_id = 0
         self.project = project
@@ -169,6 +175,7 @@ class Scheduler:
         costs about the same to look at as a small one.
         """
         with self.db.write() as tx:
+            self.fence(tx)
             for run_id in run_ids:
                 run = tx.one("SELECT * FROM runs WHERE id = ?", (run_id,))
                 if run is None or run["status"] not in ACTIVE_RUN:
@@ -180,6 +187,15 @@ class Scheduler:
                 else:
                     self._promote(tx, run, plan)
                 self._settle(tx, run)
+
+    def fence(self, tx: Tx) -> None:
+        """Fencing: write only while we hold the lease with our token. An engine that stalled past its
+        lease (and was replaced) must not move anything on."""
+        if self.lease is None:
+            return
+        row = tx.one("SELECT holder, token FROM leases WHERE name = 'scheduler'")
+        if row is None or row["holder"] != self.lease.holder or row["token"] != self.lease.token:
+            raise LostLease("another engine holds the scheduler lease")
 
     def _counts(self, tx: Tx, run_id: int) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
@@ -325,6 +341,7 @@ class Scheduler:
         if not gated:
             return
         with self.db.write() as tx:
+            self.fence(tx)
             for g in gated:
                 j = tx.one("SELECT * FROM jobs WHERE id = ? AND status = 'waiting' AND gate = 'group'", (g["id"],))
                 if j is None:
@@ -442,6 +459,7 @@ class Scheduler:
         limit = now() - agent_timeout()
         for a in self.db.all("SELECT name FROM agents WHERE lost = 0 AND heartbeat_at < ?", (limit,)):
             with self.db.write() as tx:
+                self.fence(tx)
                 if not tx.execute("UPDATE agents SET lost = 1 WHERE name = ? AND lost = 0 AND heartbeat_at < ?",
                                   (a["name"], limit)):
                     continue

@@ -6,8 +6,10 @@ placeholders), so that the rest of core writes one portable SQL.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -59,14 +61,21 @@ class Database:
         if url.startswith("sqlite:///"):
             self.dialect = "sqlite"
             self.path = Path(url[len("sqlite:///"):])
+        elif url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+            self.dialect = "postgresql"
+            self.conninfo = "postgresql://" + url.split("://", 1)[1]
+            self.url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            self.path = Path("/nonexistent")
         else:
-            raise StoreError(f"unsupported database URL '{url}' (only sqlite:/// is supported yet)")
+            raise StoreError(f"unsupported database URL '{url}' (use sqlite:///PATH or postgresql+psycopg://…)")
         self._local = threading.local()
         self._checked = False
 
     # ------------------------------------------------------------ connections
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> Any:
+        if self.dialect == "postgresql":
+            return _pg_connect(self.conninfo)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             cx = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
@@ -104,6 +113,12 @@ class Database:
         self._checked = True
 
     def schema_revision(self) -> str | None:
+        if self.dialect == "postgresql":
+            row = self.one("SELECT to_regclass('alembic_version') AS t")
+            if row is None or row["t"] is None:
+                return None
+            r = self.one("SELECT version_num FROM alembic_version")
+            return r["version_num"] if r else None
         try:
             row = self.cx.execute("SELECT version_num FROM alembic_version").fetchone()
         except sqlite3.OperationalError as e:
@@ -119,6 +134,18 @@ class Database:
 
         from .migrate import upgrade
 
+        if self.dialect == "postgresql":
+            # one migrator at a time across hosts: a session advisory lock on this database
+            self.one("SELECT pg_advisory_lock(74210) AS x")
+            try:
+                if self.schema_revision() != SCHEMA_HEAD:
+                    try:
+                        upgrade(self.url)
+                    except Exception as e:
+                        raise StoreError(f"cannot migrate database: {e}") from None
+            finally:
+                self.one("SELECT pg_advisory_unlock(74210) AS x")
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # one migrator at a time on this host; others wait and then find the schema current
         with open(self.path.parent / ".migrate.lock", "w") as lock:
@@ -131,64 +158,173 @@ class Database:
 
     # ------------------------------------------------------------ queries
 
-    def all(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = ()) -> list[Row]:
-        try:
-            return [dict(r) for r in self.cx.execute(sql, params).fetchall()]
-        except sqlite3.OperationalError as e:
-            raise StoreError(f"database error: {e}") from None
+    def sql(self, text: str) -> str:
+        return text if self.dialect == "sqlite" else _pg_sql(text)
 
-    def one(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = ()) -> Row | None:
+    def _run(self, sql: str, params: Any = ()) -> Any:
         try:
-            r = self.cx.execute(sql, params).fetchone()
-        except sqlite3.OperationalError as e:
-            raise StoreError(f"database error: {e}") from None
+            return self.cx.execute(self.sql(sql), params)
+        except Exception as e:  # driver errors become one line for the user
+            raise _translate(e, self) from None
+
+    def all(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] | list[Any] = ()) -> list[Row]:
+        return [dict(r) for r in self._run(sql, params).fetchall()]
+
+    def one(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] | list[Any] = ()) -> Row | None:
+        r = self._run(sql, params).fetchone()
         return dict(r) if r is not None else None
 
-    def scalar(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = ()) -> Any:
-        r = self.cx.execute(sql, params).fetchone()
-        return r[0] if r is not None else None
+    def scalar(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] | list[Any] = ()) -> Any:
+        r = self._run(sql, params).fetchone()
+        if r is None:
+            return None
+        return next(iter(r.values())) if isinstance(r, dict) else r[0]
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
-        """A short write transaction (BEGIN IMMEDIATE on SQLite: no deferred-lock upgrade failures)."""
+        """A short write transaction, one writer at a time: BEGIN IMMEDIATE on SQLite, a transaction-level
+        advisory lock on PostgreSQL (so both backends give the same guarantees to every rule)."""
         cx = self.cx
         try:
-            cx.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
-            raise StoreError(f"database is busy or locked ({self.path}): {e}") from None
-        tx = Tx(cx)
+            if self.dialect == "sqlite":
+                cx.execute("BEGIN IMMEDIATE")
+            else:
+                cx.execute("BEGIN")
+                cx.execute("SELECT pg_advisory_xact_lock(74211)")
+        except Exception as e:
+            if self.dialect == "postgresql":
+                _pg_rollback(cx)
+            raise StoreError(f"database is busy or locked ({self.where}): {e}") from None
+        tx = Tx(cx, self)
         try:
             yield tx
         except BaseException:
-            cx.execute("ROLLBACK")
+            try:
+                cx.execute("ROLLBACK")
+            except Exception:  # noqa: S110 - the connection may already be gone
+                pass
             raise
         else:
-            cx.execute("COMMIT")
+            try:
+                cx.execute("COMMIT")
+            except Exception as e:
+                raise _translate(e, self) from None
+
+    def notify(self, agent: str | None = None) -> None:
+        """Wake the engine (or one agent) now: a datagram on this host; on PostgreSQL also NOTIFY,
+        which reaches engines and agents on every host."""
+        from ..wake import poke
+
+        poke(self.url + (f"#agent:{agent}" if agent else ""))
+        if self.dialect == "postgresql":
+            try:
+                self.cx.execute("NOTIFY sluice")
+            except Exception:  # noqa: S110 - a wake-up is best effort; the idle tick catches up
+                pass
+
+    @property
+    def where(self) -> str:
+        return str(self.path) if self.dialect == "sqlite" else self.conninfo.split("@")[-1]
+
+
+class IntegrityError(StoreError):
+    """A unique constraint said no (the same queue item, the same timer fire)."""
 
 
 class Tx:
-    def __init__(self, cx: sqlite3.Connection):
+    def __init__(self, cx: Any, db: Database):
         self.cx = cx
+        self.db = db
 
-    def execute(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = ()) -> int:
+    def _run(self, sql: str, params: Any = ()) -> Any:
+        try:
+            return self.cx.execute(self.db.sql(sql), params)
+        except Exception as e:
+            raise _translate(e, self.db) from None
+
+    def execute(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] | list[Any] = ()) -> int:
         """Run a statement; returns the number of rows changed."""
-        return self.cx.execute(sql, params).rowcount
+        return self._run(sql, params).rowcount
+
+    def executemany(self, sql: str, rows: list[Mapping[str, Any]]) -> None:
+        try:
+            if self.db.dialect == "sqlite":
+                self.cx.executemany(self.db.sql(sql), rows)
+            else:
+                with self.cx.cursor() as cur:
+                    cur.executemany(self.db.sql(sql), rows)
+        except Exception as e:
+            raise _translate(e, self.db) from None
 
     def insert(self, table: str, values: Mapping[str, Any]) -> int:
         cols = ", ".join(values)
         marks = ", ".join(f":{k}" for k in values)
-        cur = self.cx.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks}) RETURNING id", dict(values))
-        return int(cur.fetchone()[0])
+        row = self._run(f"INSERT INTO {table} ({cols}) VALUES ({marks}) RETURNING id", dict(values)).fetchone()
+        return int(row["id"] if isinstance(row, dict) else row[0])
 
-    def all(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = ()) -> list[Row]:
-        return [dict(r) for r in self.cx.execute(sql, params).fetchall()]
+    def all(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] | list[Any] = ()) -> list[Row]:
+        return [dict(r) for r in self._run(sql, params).fetchall()]
 
-    def one(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] = ()) -> Row | None:
-        r = self.cx.execute(sql, params).fetchone()
+    def one(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] | list[Any] = ()) -> Row | None:
+        r = self._run(sql, params).fetchone()
         return dict(r) if r is not None else None
 
-    def is_unique_violation(self, e: BaseException) -> bool:
-        return isinstance(e, sqlite3.IntegrityError) and "UNIQUE" in str(e)
+
+# ---------------------------------------------------------------- dialect-specific pieces
+
+_PG_PARAM = re.compile(r"'(?:[^']|'')*'|\?|:([A-Za-z_]\w*)|%")
 
 
-IntegrityError = sqlite3.IntegrityError
+@functools.lru_cache(maxsize=1024)
+def _pg_sql(text: str) -> str:
+    """`?` and `:name` placeholders to psycopg's `%s` / `%(name)s`; a literal % doubled."""
+
+    def one(m: re.Match[str]) -> str:
+        tok = m.group(0)
+        if tok.startswith("'"):
+            return tok.replace("%", "%%")
+        if tok == "?":
+            return "%s"
+        if tok == "%":
+            return "%%"
+        return f"%({m.group(1)})s"
+
+    return _PG_PARAM.sub(one, text)
+
+
+def _pg_connect(conninfo: str) -> Any:
+    try:
+        import psycopg
+        from psycopg.rows import dict_row
+    except ImportError:
+        raise StoreError("PostgreSQL needs psycopg: pip install 'psycopg[binary]'") from None
+    try:
+        return psycopg.connect(conninfo, autocommit=True, row_factory=dict_row, connect_timeout=10)
+    except psycopg.Error as e:
+        raise StoreError(f"cannot connect to {conninfo.split('@')[-1]}: {str(e).strip().splitlines()[0]}") from None
+
+
+def _pg_rollback(cx: Any) -> None:
+    try:
+        cx.execute("ROLLBACK")
+    except Exception:  # noqa: S110
+        pass
+
+
+def _translate(e: Exception, db: Database) -> Exception:
+    if isinstance(e, StoreError):
+        return e
+    if isinstance(e, sqlite3.IntegrityError):
+        return IntegrityError(str(e))
+    if isinstance(e, sqlite3.Error):
+        return StoreError(f"database error ({db.where}): {e}")
+    name = type(e).__name__
+    module = type(e).__module__
+    if module.startswith("psycopg"):
+        import psycopg
+
+        if isinstance(e, psycopg.errors.IntegrityError):
+            return IntegrityError(str(e).strip().splitlines()[0])
+        if isinstance(e, psycopg.Error):
+            return StoreError(f"database error ({db.where}): {str(e).strip().splitlines()[0] if str(e) else name}")
+    return e

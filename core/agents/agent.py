@@ -24,6 +24,16 @@ from ..store.db import Database, StoreError, dumps, loads, now
 from .procs import signal_group
 from .runner import JobRunner, WorkerPool
 
+# One statement, one winner. On PostgreSQL the row is locked with SKIP LOCKED, so concurrent
+# claimers pass over a job another agent is taking instead of queueing behind it.
+_SET = ("UPDATE jobs SET status = 'running', agent = ?, attempt = attempt + 1, claim_token = claim_token + 1, "
+        "started_at = ?, finished_at = NULL, reason = NULL ")
+CLAIM = {
+    "sqlite": _SET + "WHERE id = ? AND status = 'waiting' AND gate IS NULL",
+    "postgresql": _SET + "WHERE id = (SELECT id FROM jobs WHERE id = ? AND status = 'waiting' AND gate IS NULL "
+                         "FOR UPDATE SKIP LOCKED)",
+}
+
 
 def agent_timeout() -> float:
     """A heartbeat older than this marks an agent lost (and an agent cut off this long stops its jobs)."""
@@ -168,10 +178,7 @@ class Agent:
         t = now()
         with self.db.write() as tx:
             for c in picked:
-                changed = tx.execute(
-                    "UPDATE jobs SET status = 'running', agent = ?, attempt = attempt + 1, "
-                    "claim_token = claim_token + 1, started_at = ?, finished_at = NULL, reason = NULL "
-                    "WHERE id = ? AND status = 'waiting' AND gate IS NULL", (self.name, t, c["id"]))
+                changed = tx.execute(CLAIM[self.db.dialect], (self.name, t, c["id"]))
                 if not changed:
                     continue  # another agent was faster
                 job = tx.one("SELECT * FROM jobs WHERE id = ?", (c["id"],))

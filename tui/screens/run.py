@@ -40,6 +40,7 @@ class RunScreen(ReadOnlyAware, Screen[None]):
         super().__init__()
         self.run_id = run_id
         self.view: dict[str, Any] | None = None
+        self.plan: dict[str, Any] | None = None
 
     @property
     def sluice(self) -> SluiceApp:
@@ -59,6 +60,10 @@ class RunScreen(ReadOnlyAware, Screen[None]):
 
     # live data (fetch runs in the app's poller thread)
     def fetch(self) -> Any:
+        if self.plan is None:  # the job graph, for the tree: fetched once
+            from core.store.db import loads
+
+            self.plan = loads(self.sluice.svc.run_row(self.run_id)["plan"])
         return self.sluice.svc.run_view(self.run_id)
 
     def show(self, view: dict[str, Any]) -> None:
@@ -75,13 +80,17 @@ class RunScreen(ReadOnlyAware, Screen[None]):
             self._summary = summary
             self.query_one("#run-summary", Static).update(summary)
         rows = []
+        depth = _depths(self.plan)
         for j in view["jobs"]:
             detail = "; ".join(x for x in [j["reason"] or "", " ".join(f"{k}={v}" for k, v in j["outputs"].items())]
                                if x)
             by = f"{actor_user(j['released_by'])} {short(j['released_at'])}" if j["released_by"] else ""
             if j["comment"]:
                 by += f" “{j['comment']}”"
-            rows.append((j["name"], (j["name"], styled_status(j["status"]), j["agent"] or "", detail, by)))
+            base = j["name"].split("[")[0]
+            d = depth.get(base, 0)
+            label = ("  " * (d - 1) + "└ " if d else "") + j["name"]
+            rows.append((j["name"], (label, styled_status(j["status"]), j["agent"] or "", detail, by)))
         self.query_one(LiveTable).apply(rows)
 
     def on_data_table_row_selected(self, event: LiveTable.RowSelected) -> None:
@@ -126,6 +135,23 @@ class RunScreen(ReadOnlyAware, Screen[None]):
 
     def action_help(self) -> None:
         self.sluice.show_help(f"Run #{self.run_id}", self)
+
+
+def _depths(plan: dict[str, Any] | None) -> dict[str, int]:
+    """How deep each job sits in the graph (longest chain of needs): the run view draws it as a tree."""
+    if not plan:
+        return {}
+    jobs = plan.get("jobs", {})
+    memo: dict[str, int] = {}
+
+    def depth(name: str) -> int:
+        if name not in memo:
+            memo[name] = 0
+            needs = jobs.get(name, {}).get("needs", [])
+            memo[name] = 1 + max(depth(n) for n in needs) if needs else 0
+        return memo[name]
+
+    return {name: depth(name) for name in jobs}
 
 
 class LogScreen(Screen[None]):

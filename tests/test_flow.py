@@ -229,7 +229,8 @@ def test_manual_circleback_releases_the_parent_hold(proj: Proj) -> None:
           wait-for-b: {hold: {prompt: b releases this}, steps: [{run: 'echo "b is done"'}]}
           read-b:
             needs: [wait-for-b]
-            steps: [{run: 'sluice run show 2 --json | grep -q "\\"status\\": \\"succeeded\\"" && echo "b succeeded"'}]
+            # b released the hold from its last step, so b may still be finishing: read its result once it has one
+            steps: [{run: 'for i in $(seq 100); do sluice run show 2 --json | grep -q "\\"status\\": \\"succeeded\\"" && { echo "b succeeded"; exit 0; }; sleep 0.1; done; exit 1'}]
         """)
     proj.write("workflows/b.yaml", """\
         name: b

@@ -49,3 +49,29 @@ def terminate_group(pgid: int, grace: float) -> None:
             return
         time.sleep(0.05)
     signal_group(pgid, signal.SIGKILL)
+
+
+def processes_of_jobs(job_ids: set[int], agents: set[str]) -> list[int]:
+    """Process groups on this host that run one of these jobs, found by the SLUICE_JOB_ID and
+    SLUICE_AGENT every step carries in its environment (even if its pid never reached the store)."""
+    found: set[int] = set()
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+        except (OSError, ValueError):
+            continue
+        job = env.get(b"SLUICE_JOB_ID")
+        agent = env.get(b"SLUICE_AGENT")
+        if job is None or agent is None or agent.decode(errors="replace") not in agents:
+            continue
+        try:
+            if int(job) in job_ids:
+                found.add(os.getpgid(pid))
+        except (ValueError, ProcessLookupError):
+            continue
+    return sorted(found)

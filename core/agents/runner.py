@@ -191,7 +191,7 @@ class JobRunner:
         env.update({
             "SLUICE_RUN_ID": str(run["id"]), "SLUICE_JOB": self.job["name"], "SLUICE_WORKFLOW": run["target"],
             "SLUICE_WORKSPACE": str(workspace), "SLUICE_OUTPUT": str(output_file),
-            "SLUICE_PROJECT": str(self.root), "SLUICE_AGENT": self.agent,
+            "SLUICE_PROJECT": str(self.root), "SLUICE_AGENT": self.agent, "SLUICE_JOB_ID": str(self.job["id"]),
         })
         if run["parent_run_id"]:
             env["SLUICE_PARENT_RUN_ID"] = str(run["parent_run_id"])

@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import gates, holds, queueing
 from ..agents.agent import Agent, agent_rows, agent_timeout, describe_wait, matches, poke_agents
-from ..agents.procs import same_process, signal_group
+from ..agents.procs import processes_of_jobs, same_process, signal_group
 from ..agents.runner import JobRunner, _ancestors
 from ..definitions.objects import Project
 from ..service import ACTIVE_RUN, FINAL_JOB, Service, record_event
@@ -72,10 +72,14 @@ class Scheduler:
         names = [a.name for a in self.agents]
         rows = self.db.all(f"SELECT * FROM jobs WHERE status = 'running' AND agent IN ({_marks(tuple(names))})",
                            names)
+        import signal
+
+        # stop what the dead engine left running: by recorded pid, and by the job id every step carries
+        # in its environment (a crash between the spawn and the pid's write leaves no pid in the store)
+        for pgid in processes_of_jobs({j["id"] for j in rows}, set(names)):
+            signal_group(pgid, signal.SIGKILL)
         for j in rows:
             if j["pid"] and same_process(j["pid"], j["proc_start"]):
-                import signal
-
                 signal_group(j["pid"], signal.SIGKILL)
             with self.db.write() as tx:
                 changed = tx.execute(

@@ -171,7 +171,8 @@ def test_agent_killed_mid_job_is_lost_and_retry_runs_elsewhere(proj: Proj, agent
     first.send_signal(signal.SIGKILL)
     agents("qa-2", "--env", "qa")
     proj.wait_for(lambda: jobs(svc.run_view(1))["once"]["status"] == "failed", timeout=15, what="agent lost")
-    assert time.monotonic() - killed_at < 2 + 4  # within the heartbeat limit (and a tick)
+    # lost after the 2 s heartbeat limit, not after the 15 s default: a loose bound, not a benchmark
+    assert time.monotonic() - killed_at < 10
     assert jobs(svc.run_view(1))["once"]["reason"] == "agent lost"
     view = svc.wait_run(1)
     assert jobs(view)["long"]["status"] == "succeeded" and jobs(view)["long"]["agent"] == "qa-2"

@@ -193,3 +193,19 @@ def test_runs_survive_the_client_going_away(proj: Proj) -> None:
     p.wait(timeout=10)
     svc = proj.service()
     assert svc.wait_run(1)["status"] == "succeeded"
+
+
+def test_an_engine_that_lost_its_lease_writes_nothing_and_stops(proj: Proj) -> None:
+    """Fencing: another engine took the lease (this one stalled past it): no write gets through."""
+    proj.write("workflows/w.yaml", 'name: w\njobs: {j: {steps: [{run: "echo ran >> ran"}]}}\n')
+    proj.ok("engine", "start")
+    info = proj.engine_info()
+    svc = proj.service()
+    with svc.db.write() as tx:  # what a standby does when it takes over
+        tx.execute("UPDATE leases SET holder = 'other-host:1:x', token = token + 1, expires_at = ? "
+                   "WHERE name = 'scheduler'", (time.time() + 60,))
+    run_id = svc.run_workflow("w", {})
+    proj.wait_for(lambda: gone(info["pid"]), what="the fenced engine to stop")
+    assert svc.run_view(run_id)["status"] == "pending"  # it moved nothing on
+    assert not (proj.root / "ran").exists()
+    assert "another engine holds the scheduler lease" in (proj.root / ".sluice" / "engine.log").read_text()

@@ -25,9 +25,9 @@ from .. import identity
 from ..agents.agent import agent_timeout
 from ..definitions import DefinitionError, load_project
 from ..service import record_event
-from ..store.db import Database, StoreError, now, resolve_url
+from ..store.db import Database, LostLease, StoreError, now, resolve_url
 from ..wake import WakeSocket
-from .scheduler import LostLease, Scheduler
+from .scheduler import Scheduler
 
 LEASE_SECONDS = 10.0
 IDLE_TICK = 1.0  # a safety net; wake-ups do the real work
@@ -69,7 +69,7 @@ class Lease:
 
     def acquire(self) -> bool:
         t = now()
-        with self.db.write() as tx:
+        with self.db.write(fenced=False) as tx:
             row = tx.one("SELECT * FROM leases WHERE name = 'scheduler'")
             if row is None:
                 tx.execute("INSERT INTO leases (name, holder, token, expires_at) VALUES ('scheduler', ?, 1, ?)",
@@ -86,7 +86,7 @@ class Lease:
         return True
 
     def release(self) -> None:
-        with self.db.write() as tx:
+        with self.db.write(fenced=False) as tx:
             tx.execute("UPDATE leases SET expires_at = 0 WHERE name = 'scheduler' AND holder = ?", (self.holder,))
 
 
@@ -157,6 +157,7 @@ class Engine:
                 return 0
             log("another engine holds the scheduler lease; waiting as standby")
             sel.select(timeout=LEASE_SECONDS / 3)
+        self.db.fence = self.scheduler.fence  # from now on every write of this engine checks the lease
         if not wake.claim():  # a standby that took over owns the shared address from now on
             log("another process owns the wake-up address; falling back to the idle tick")
         sel.register(wake.sock, selectors.EVENT_READ, "wake")
@@ -196,12 +197,12 @@ class Engine:
                         self.scheduler.cancel_all("engine stopped")
                 try:
                     self.scheduler.tick()
-                except StoreError as e:
-                    log(f"tick failed: {e}")
                 except LostLease as e:
                     log(f"{e}; stopping")
                     self.scheduler.cancel_all("engine lost its lease")
                     return 1
+                except StoreError as e:
+                    log(f"tick failed: {e}")
                 if self.stop_mode and not self.scheduler.busy:
                     break
                 timeout = min(IDLE_TICK, max(0.0, next_beat - time.monotonic()))

@@ -15,7 +15,7 @@ from ..agents.procs import processes_of_jobs, same_process, signal_group
 from ..agents.runner import JobRunner, _ancestors
 from ..definitions.objects import Project
 from ..service import ACTIVE_RUN, FINAL_JOB, Service, record_event
-from ..store.db import Database, Tx, loads, now
+from ..store.db import Database, LostLease, Tx, loads, now
 from . import groups, timers, triggers, upstream
 
 FAILED = ("failed", "rejected")
@@ -31,10 +31,6 @@ DEADLINE_EVENTS = ("queue.scheduled", "queue.executed", "queue.purged", "job.hel
 
 # events after which a refused scheduled item may start now
 UNBLOCK_EVENTS = ("workflow.unpaused", "workflow.unlocked", "run.succeeded", "run.failed", "run.cancelled")
-
-
-class LostLease(Exception):
-    pass
 
 
 def _marks(items: tuple[str, ...]) -> str:
@@ -179,7 +175,6 @@ class Scheduler:
         costs about the same to look at as a small one.
         """
         with self.db.write() as tx:
-            self.fence(tx)
             for run_id in run_ids:
                 run = tx.one("SELECT * FROM runs WHERE id = ?", (run_id,))
                 if run is None or run["status"] not in ACTIVE_RUN:
@@ -345,7 +340,6 @@ class Scheduler:
         if not gated:
             return
         with self.db.write() as tx:
-            self.fence(tx)
             for g in gated:
                 j = tx.one("SELECT * FROM jobs WHERE id = ? AND status = 'waiting' AND gate = 'group'", (g["id"],))
                 if j is None:
@@ -463,7 +457,6 @@ class Scheduler:
         limit = now() - agent_timeout()
         for a in self.db.all("SELECT name FROM agents WHERE lost = 0 AND heartbeat_at < ?", (limit,)):
             with self.db.write() as tx:
-                self.fence(tx)
                 if not tx.execute("UPDATE agents SET lost = 1 WHERE name = ? AND lost = 0 AND heartbeat_at < ?",
                                   (a["name"], limit)):
                     continue

@@ -70,6 +70,7 @@ class Database:
             raise StoreError(f"unsupported database URL '{url}' (use sqlite:///PATH or postgresql+psycopg://…)")
         self._local = threading.local()
         self._checked = False
+        self.fence: Any = None  # set by the engine: a check run first in every write transaction
 
     # ------------------------------------------------------------ connections
 
@@ -181,7 +182,7 @@ class Database:
         return next(iter(r.values())) if isinstance(r, dict) else r[0]
 
     @contextmanager
-    def write(self) -> Iterator[Tx]:
+    def write(self, *, fenced: bool = True) -> Iterator[Tx]:
         """A short write transaction, one writer at a time: BEGIN IMMEDIATE on SQLite, a transaction-level
         advisory lock on PostgreSQL (so both backends give the same guarantees to every rule)."""
         cx = self.cx
@@ -197,6 +198,8 @@ class Database:
             raise StoreError(f"database is busy or locked ({self.where}): {e}") from None
         tx = Tx(cx, self)
         try:
+            if fenced and self.fence is not None:
+                self.fence(tx)  # an engine writes only while it holds the scheduler lease
             yield tx
         except BaseException:
             try:
@@ -225,6 +228,10 @@ class Database:
     @property
     def where(self) -> str:
         return str(self.path) if self.dialect == "sqlite" else self.conninfo.split("@")[-1]
+
+
+class LostLease(StoreError):
+    """This engine no longer holds the scheduler lease: it must not write."""
 
 
 class IntegrityError(StoreError):

@@ -119,3 +119,19 @@ def test_workflow_material_deploys_the_last_good_build_and_triggers(proj: Proj) 
     proj.wait_for(lambda: any(e["kind"] == "upstream.refused" for e in proj.ok("history", "--json").json),
                   what="upstream refusal")
     assert svc.db.scalar("SELECT COUNT(*) FROM runs WHERE target = 'deploy'") == 1
+
+
+def test_a_timer_whose_material_is_gone_skips_the_fire_with_the_reason(proj: Proj) -> None:
+    proj.write("workflows/w.yaml", """\
+        name: w
+        timer: "* * * * * *"
+        materials: {app: {git: ../no-such-repo}}
+        jobs: {a: {steps: [{run: "true"}]}}
+        """)
+    proj.ok("engine", "start")
+    svc = proj.service()
+    proj.wait_for(lambda: svc.db.scalar("SELECT COUNT(*) FROM timer_fires WHERE status = 'skipped'"),
+                  what="a skipped fire")
+    reason = svc.db.scalar("SELECT reason FROM timer_fires WHERE status = 'skipped' LIMIT 1")
+    assert reason.startswith("material app: unknown revision 'HEAD'")
+    assert svc.db.scalar("SELECT COUNT(*) FROM runs") == 0

@@ -12,12 +12,10 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from .. import gates
-from ..definitions import InputError, validate_inputs
 from ..definitions.objects import Workflow
-from ..plan import workflow_plan
-from ..service import Service, create_run, iso, record_event
+from ..service import Service, iso, record_event
 from ..store.db import IntegrityError, now
+from .starts import start_unattended
 
 MAX_MISSED_SCAN = 100_000  # fires looked at when catching up (a seconds cron over a long downtime)
 
@@ -101,20 +99,13 @@ def _fire(svc: Service, wf: Workflow, fire_at: float, catch_up: int = 0) -> int 
     try:
         with svc.db.write() as tx:
             fire_id = tx.insert("timer_fires", {"workflow": wf.name, "fire_at": fire_at, "status": "started"})
-            reason = gates.refusal(tx, wf.name, wf.lock)
-            values: dict[str, Any] = {}
-            if reason is None:
-                try:
-                    values = validate_inputs(wf.inputs, {})
-                except InputError as e:
-                    reason = f"cannot start without inputs: {e}"
+            run_id, reason = start_unattended(svc, tx, wf, "timer")
             when = iso(fire_at)
-            if reason is not None:
+            if run_id is None:
                 tx.execute("UPDATE timer_fires SET status = 'skipped', reason = ? WHERE id = ?", (reason, fire_id))
                 record_event(tx, "timer.skipped", "sluice", f"{wf.name}: timer fire at {when} skipped: {reason}",
                              workflow=wf.name, details={"fire_at": when, "reason": reason})
                 return None
-            run_id = create_run(tx, workflow_plan(svc.project, wf), values, trigger="timer", actor="sluice")
             tx.execute("UPDATE timer_fires SET run_id = ? WHERE id = ?", (run_id, fire_id))
             extra = f" (catching up {catch_up} missed fire(s))" if catch_up else ""
             record_event(tx, "timer.fired", "sluice", f"{wf.name}: timer fire at {when} started run #{run_id}{extra}",

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import gates
-from ..definitions import InputError, validate_inputs
-from ..errors import Invalid
-from ..plan import workflow_plan
-from ..service import Service, create_run, record_event
+from ..service import Service, record_event
 from ..store.db import Tx
+from .starts import start_unattended
 
 
 def on_success(svc: Service | None, tx: Tx, run: dict[str, Any]) -> list[int]:
@@ -21,20 +18,10 @@ def on_success(svc: Service | None, tx: Tx, run: dict[str, Any]) -> list[int]:
     for wf in svc.project.workflows.values():
         if not any(m.workflow == run["target"] and m.trigger for m in wf.materials.values()):
             continue
-        reason = gates.refusal(tx, wf.name, wf.lock)
-        values: dict[str, Any] = {}
-        if reason is None:
-            try:
-                values = validate_inputs(wf.inputs, {})
-            except InputError as e:
-                reason = f"cannot start without inputs: {e}"
-        if reason is None:
-            try:
-                started.append(create_run(tx, workflow_plan(svc.project, wf), values, trigger="upstream",
-                                          actor="sluice"))
-                continue
-            except Invalid as e:
-                reason = str(e)
+        run_id, reason = start_unattended(svc, tx, wf, "upstream")
+        if run_id is not None:
+            started.append(run_id)
+            continue
         record_event(tx, "upstream.refused", "sluice",
                      f"{wf.name} not started after run #{run['id']} of {run['target']} succeeded: {reason}",
                      workflow=wf.name, details={"upstream_run_id": run["id"], "reason": reason})

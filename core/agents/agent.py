@@ -8,7 +8,6 @@ present, enabled, alive. A claim is one conditional UPDATE, so a job is claimed 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -287,4 +286,4 @@ def poke_agents(db: Database, names: list[str]) -> None:
         db.notify(name)
 
 
-__all__ = ["Agent", "agent_rows", "agent_timeout", "describe_wait", "json", "matches", "poke_agents", "serve"]
+__all__ = ["Agent", "agent_rows", "agent_timeout", "describe_wait", "matches", "poke_agents", "serve"]

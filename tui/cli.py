@@ -386,13 +386,9 @@ def do_workflow(args: argparse.Namespace, out: Out) -> int:
 
 
 def _pins(args: argparse.Namespace) -> dict[str, str]:
-    from core.definitions import InputError, parse_pairs
-    from core.errors import Invalid
+    from core.definitions import parse_pairs
 
-    try:
-        return parse_pairs(getattr(args, "pin", None), "--pin")
-    except InputError as e:
-        raise Invalid(str(e)) from None
+    return parse_pairs(getattr(args, "pin", None), "--pin")
 
 
 def _wf_state(w: dict[str, Any]) -> str:
@@ -405,13 +401,9 @@ def _wf_state(w: dict[str, Any]) -> str:
 
 def stage(args: argparse.Namespace, out: Out, svc: Any, kind: str, target: str) -> int:
     from core import queueing
-    from core.definitions import InputError, parse_pairs
-    from core.errors import Invalid
+    from core.definitions import parse_pairs
 
-    try:
-        inputs = parse_pairs(args.input)
-    except InputError as e:
-        raise Invalid(str(e)) from None
+    inputs = parse_pairs(args.input)
     at = queueing.parse_at(args.at, svc.project.timezone) if getattr(args, "at", None) else None
     item = queueing.add(svc, kind, target, inputs, note=args.note, at=at, pins=_pins(args) or None)
     if at is not None:
@@ -430,14 +422,10 @@ def _inputs_text(inputs: dict[str, Any]) -> str:
 
 def do_hold(args: argparse.Namespace, out: Out, svc: Any) -> int:
     from core import holds
-    from core.definitions import InputError, parse_pairs
-    from core.errors import Invalid
+    from core.definitions import parse_pairs
 
     if args.sub == "release":
-        try:
-            fields = parse_pairs(args.field, "--field")
-        except InputError as e:
-            raise Invalid(str(e)) from None
+        fields = parse_pairs(args.field, "--field")
         view = holds.release(svc, args.job, run_id=args.run, workflow=args.workflow, comment=args.comment,
                              fields=fields)
         ensure_engine(svc)
@@ -553,13 +541,9 @@ def do_method(args: argparse.Namespace, out: Out) -> int:
 
 
 def start_and_follow(args: argparse.Namespace, out: Out, svc: Any, start: Any) -> int:
-    from core.definitions import InputError, parse_pairs
-    from core.errors import Invalid
+    from core.definitions import parse_pairs
 
-    try:
-        inputs = parse_pairs(args.input)
-    except InputError as e:
-        raise Invalid(str(e)) from None
+    inputs = parse_pairs(args.input)
     run_id = start(inputs)
     ensure_engine(svc)
     if args.detach:
@@ -829,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_handler(handler: Any, args: argparse.Namespace, out: Out) -> int:
-    from core.definitions import DefinitionError, ProjectNotFound
+    from core.definitions import DefinitionError, InputError, ProjectNotFound
     from core.errors import SluiceError
     from core.store.db import StoreError
 
@@ -849,6 +833,9 @@ def run_handler(handler: Any, args: argparse.Namespace, out: Out) -> int:
     except SluiceError as e:
         note(e.message)
         return e.code
+    except InputError as e:  # a malformed --input/--field/--pin: invalid usage
+        note(str(e))
+        return 2
     except StoreError as e:
         note(str(e))
         return 2

@@ -193,10 +193,6 @@ def window(svc: Service, *, text: str | None = None, limit: int = 500) -> tuple[
     return [item_view(r, _specs(svc, r["kind"], r["target"])) for r in rows], total
 
 
-def count(svc: Service) -> int:
-    return int(svc.db.scalar("SELECT COUNT(*) FROM queue_items WHERE status = 'queued'") or 0)
-
-
 def check_ids(svc: Service, selector: Selector) -> None:
     """Explicit ids must exist and still be queued (exit 4 otherwise)."""
     for i in selector.ids:
@@ -312,5 +308,5 @@ def next_due(svc: Service, *, skip: set[int] | frozenset[int] = frozenset()) -> 
     return next((r["not_before"] for r in rows if r["id"] not in skip), None)
 
 
-__all__ = ["Outcome", "Selector", "add", "check_ids", "count", "due", "execute", "next_due", "parse_at", "purge",
+__all__ = ["Outcome", "Selector", "add", "check_ids", "due", "execute", "next_due", "parse_at", "purge",
            "select", "spec_from"]

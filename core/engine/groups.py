@@ -56,10 +56,3 @@ def _leave(tx: Tx, run_id: int, group: str) -> None:
     tx.execute("DELETE FROM group_slots WHERE group_name = ? AND run_id = ?", (group, run_id))
     record_event(tx, "group.left", "sluice", f"run #{run_id} left group {group}", run_id=run_id,
                  details={"group": group})
-
-
-def members(tx: Tx) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for r in tx.all("SELECT group_name, run_id FROM group_slots ORDER BY group_name, run_id"):
-        out.setdefault(r["group_name"], []).append(r["run_id"])
-    return out

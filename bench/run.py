@@ -27,8 +27,9 @@ RESULTS = REPO / "bench" / "results"
 
 def sluice(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
-    p = subprocess.run([str(REPO / ".venv" / "bin" / "sluice"), *args], cwd=root, env=env, capture_output=True,
-                       text=True)
+    p = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "sluice"), *args], cwd=root, env=env, capture_output=True, text=True
+    )
     if check and p.returncode != 0:
         raise RuntimeError(f"sluice {' '.join(args)}: {p.returncode}\n{p.stderr}")
     return p
@@ -54,6 +55,7 @@ def stop(root: Path) -> None:
 
 def bare_loop(n: int, parallel: int) -> float:
     """Spawn `true` n times with `parallel` threads, as a job runner without bookkeeping would."""
+
     def one(_: int) -> None:
         subprocess.run(["sh", "-c", "true"], check=True)
 
@@ -73,13 +75,31 @@ def huey_consumer(n: int, parallel: int) -> float | None:
     (tmp / "tasks.py").write_text(
         "import subprocess\nfrom huey import SqliteHuey\n"
         f"huey = SqliteHuey(filename={str(tmp / 'h.db')!r})\n"
-        "@huey.task()\ndef run():\n    subprocess.run(['sh', '-c', 'true'], check=True)\n")
+        "@huey.task()\ndef run():\n    subprocess.run(['sh', '-c', 'true'], check=True)\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(tmp)}
-    subprocess.run([sys.executable, "-c", f"import tasks\nfor _ in range({n}): tasks.run()"], env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-c", f"import tasks\nfor _ in range({n}): tasks.run()"], env=env, check=True
+    )
     t = time.perf_counter()
-    consumer = subprocess.Popen([sys.executable, "-m", "huey.bin.huey_consumer", "tasks.huey", "-k", "process",
-                                 "-w", str(parallel), "-d", "0.01"], env=env, cwd=tmp,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    consumer = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "huey.bin.huey_consumer",
+            "tasks.huey",
+            "-k",
+            "process",
+            "-w",
+            str(parallel),
+            "-d",
+            "0.01",
+        ],
+        env=env,
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     import sqlite3
 
     while True:
@@ -108,8 +128,12 @@ def wait_all_final(root: Path, expected: int) -> None:
 def p1(n: int = 2000) -> dict:
     """2,000 queued method items running `true`: queue execute --all until all finished."""
     parallel = os.cpu_count() or 2
-    root = project({"sluice.yaml": "name: p1\n", "models/m.yaml":
-                    "name: m\nmethods:\n  t:\n    inputs: {n: {}}\n    run: 'true'\n"})
+    root = project(
+        {
+            "sluice.yaml": "name: p1\n",
+            "models/m.yaml": "name: m\nmethods:\n  t:\n    inputs: {n: {}}\n    run: 'true'\n",
+        }
+    )
     try:
         sluice(root, "engine", "start")
         sys.path.insert(0, str(REPO))
@@ -127,16 +151,26 @@ def p1(n: int = 2000) -> dict:
         stop(root)
     bare = bare_loop(n, parallel)
     huey = huey_consumer(n, parallel)
-    return {"items": n, "parallel": parallel, "sluice_per_s": round(ours, 1), "bare_loop_per_s": round(bare, 1),
-            "ratio": round(ours / bare, 2), "huey_per_s": round(huey, 1) if huey else None,
-            "target": "ratio >= 0.8 and ahead of huey"}
+    return {
+        "items": n,
+        "parallel": parallel,
+        "sluice_per_s": round(ours, 1),
+        "bare_loop_per_s": round(bare, 1),
+        "ratio": round(ours / bare, 2),
+        "huey_per_s": round(huey, 1) if huey else None,
+        "target": "ratio >= 0.8 and ahead of huey",
+    }
 
 
 def p1_fanout(n: int = 1000) -> dict:
     """A 1,000-way `parallelism` fan-out of `true` against a bare loop with the same parallelism."""
     parallel = os.cpu_count() or 2
-    root = project({"sluice.yaml": "name: fan\n",
-                    "workflows/w.yaml": f"name: w\njobs:\n  fan:\n    parallelism: {n}\n    steps: [{{run: 'true'}}]\n"})
+    root = project(
+        {
+            "sluice.yaml": "name: fan\n",
+            "workflows/w.yaml": f"name: w\njobs:\n  fan:\n    parallelism: {n}\n    steps: [{{run: 'true'}}]\n",
+        }
+    )
     try:
         sluice(root, "engine", "start")
         t = time.perf_counter()
@@ -146,14 +180,23 @@ def p1_fanout(n: int = 1000) -> dict:
     finally:
         stop(root)
     bare = bare_loop(n, parallel)
-    return {"jobs": n, "parallel": parallel, "sluice_per_s": round(ours, 1), "bare_loop_per_s": round(bare, 1),
-            "ratio": round(ours / bare, 2)}
+    return {
+        "jobs": n,
+        "parallel": parallel,
+        "sluice_per_s": round(ours, 1),
+        "bare_loop_per_s": round(bare, 1),
+        "ratio": round(ours / bare, 2),
+    }
 
 
 def p2(samples: int = 30) -> dict:
     """Release of a held job, to its first step's process starting."""
-    root = project({"sluice.yaml": "name: p2\n", "workflows/w.yaml":
-                    "name: w\njobs:\n  gate:\n    hold: true\n    steps: [{run: 'date +%s.%N > \"started-$SLUICE_RUN_ID\"'}]\n"})
+    root = project(
+        {
+            "sluice.yaml": "name: p2\n",
+            "workflows/w.yaml": "name: w\njobs:\n  gate:\n    hold: true\n    steps: [{run: 'date +%s.%N > \"started-$SLUICE_RUN_ID\"'}]\n",
+        }
+    )
     lat = []
     try:
         sluice(root, "engine", "start")
@@ -174,14 +217,22 @@ def p2(samples: int = 30) -> dict:
     finally:
         stop(root)
     lat.sort()
-    return {"samples": samples, "median_ms": round(statistics.median(lat), 1),
-            "p95_ms": round(lat[int(len(lat) * 0.95) - 1], 1), "target": "median < 50 ms, p95 < 150 ms"}
+    return {
+        "samples": samples,
+        "median_ms": round(statistics.median(lat), 1),
+        "p95_ms": round(lat[int(len(lat) * 0.95) - 1], 1),
+        "target": "median < 50 ms, p95 < 150 ms",
+    }
 
 
 def p3(items: int = 1000, repeats: int = 15) -> dict:
     """`sluice queue list --json` with 1,000 items; `sluice --version`."""
-    root = project({"sluice.yaml": "name: p3\n", "models/m.yaml":
-                    "name: m\nmethods:\n  t:\n    inputs: {n: {}}\n    run: 'true'\n"})
+    root = project(
+        {
+            "sluice.yaml": "name: p3\n",
+            "models/m.yaml": "name: m\nmethods:\n  t:\n    inputs: {n: {}}\n    run: 'true'\n",
+        }
+    )
     try:
         from core import queueing
         from core.service import Service
@@ -198,8 +249,12 @@ def p3(items: int = 1000, repeats: int = 15) -> dict:
                 out.append((time.perf_counter() - t) * 1000)
             return round(statistics.median(out), 1)
 
-        return {"queue_list_json_1000_ms": timed("queue", "list", "--json"), "version_ms": timed("--version"),
-                "run_list_ms": timed("run", "list"), "targets": "queue list < 250 ms, --version < 100 ms"}
+        return {
+            "queue_list_json_1000_ms": timed("queue", "list", "--json"),
+            "version_ms": timed("--version"),
+            "run_list_ms": timed("run", "list"),
+            "targets": "queue list < 250 ms, --version < 100 ms",
+        }
     finally:
         stop(root)
 
@@ -209,9 +264,13 @@ def p4(items: int = 10_000, runs: int = 100_000) -> dict:
     import asyncio
     import resource
 
-    root = project({"sluice.yaml": "name: p4\n", "models/m.yaml":
-                    "name: m\nmethods:\n  t:\n    inputs: {n: {}}\n    run: 'true'\n",
-                    "workflows/w.yaml": "name: w\njobs: {a: {steps: [{run: 'true'}]}}\n"})
+    root = project(
+        {
+            "sluice.yaml": "name: p4\n",
+            "models/m.yaml": "name: m\nmethods:\n  t:\n    inputs: {n: {}}\n    run: 'true'\n",
+            "workflows/w.yaml": "name: w\njobs: {a: {steps: [{run: 'true'}]}}\n",
+        }
+    )
     try:
         from core.service import Service
         from tui.app import SluiceApp
@@ -222,11 +281,13 @@ def p4(items: int = 10_000, runs: int = 100_000) -> dict:
             tx.cx.executemany(
                 "INSERT INTO queue_items (kind, target, inputs, inputs_key, pins, status, queued_by, queued_at) "
                 "VALUES ('method', 'm.t', ?, ?, '{}', 'queued', 'ops@jump', ?)",
-                [(f'{{"n":"{i}"}}', f'{{"n":"{i}"}}', 1.7e9 + i) for i in range(items)])
+                [(f'{{"n":"{i}"}}', f'{{"n":"{i}"}}', 1.7e9 + i) for i in range(items)],
+            )
             tx.cx.executemany(
                 "INSERT INTO runs (kind, target, status, trigger, created_by, created_at, inputs, plan, cancel_requested, "
                 "natural_at) VALUES ('workflow', 'w', 'succeeded', 'manual', 'ops@jump', ?, '{}', ?, 0, ?)",
-                [(1.7e9 + i, plan, 1.7e9 + i) for i in range(runs)])
+                [(1.7e9 + i, plan, 1.7e9 + i) for i in range(runs)],
+            )
         times: dict[str, float] = {}
 
         async def drive() -> None:
@@ -284,9 +345,13 @@ def p4(items: int = 10_000, runs: int = 100_000) -> dict:
         asyncio.run(drive())
         times["cursor_move_ms_over_harness"] = times["cursor_move_ms_median"] - asyncio.run(baseline())
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        return {"queued": items, "runs": runs, **{k: round(v, 1) for k, v in times.items()},
-                "max_rss_mb": round(rss_mb, 1),
-                "target": "first paint < 2 s, cursor < 50 ms (over Pilot's own press-and-repaint cost), < 300 MB"}
+        return {
+            "queued": items,
+            "runs": runs,
+            **{k: round(v, 1) for k, v in times.items()},
+            "max_rss_mb": round(rss_mb, 1),
+            "target": "first paint < 2 s, cursor < 50 ms (over Pilot's own press-and-repaint cost), < 300 MB",
+        }
     finally:
         stop(root)
 
@@ -299,7 +364,9 @@ def mouse_traffic() -> dict:
     import struct
     import termios
 
-    root = project({"sluice.yaml": "name: m\n", "workflows/w.yaml": "name: w\njobs: {a: {steps: [{run: 'true'}]}}\n"})
+    root = project(
+        {"sluice.yaml": "name: m\n", "workflows/w.yaml": "name: w\njobs: {a: {steps: [{run: 'true'}]}}\n"}
+    )
     out: dict = {}
     try:
         from core import queueing
@@ -311,8 +378,15 @@ def mouse_traffic() -> dict:
             master, slave = pty.openpty()
             fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
             args = [str(REPO / ".venv" / "bin" / "sluice"), "tui"] + ([flag] if flag else [])
-            p = subprocess.Popen(args, cwd=root, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                                 env={**os.environ, "TERM": "xterm-256color", "SSH_CONNECTION": "1 2 3 4"})
+            p = subprocess.Popen(
+                args,
+                cwd=root,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                start_new_session=True,
+                env={**os.environ, "TERM": "xterm-256color", "SSH_CONNECTION": "1 2 3 4"},
+            )
             os.close(slave)
 
             def drain(seconds: float, master: int = master) -> bytes:
@@ -344,7 +418,7 @@ def mouse_traffic() -> dict:
 _PG: list = []
 
 
-def on_postgres(bench):  # noqa: ANN001, ANN201
+def on_postgres(bench):
     """Run a benchmark with the project's state in a fresh database on a real PostgreSQL server."""
 
     def run() -> dict:
@@ -369,8 +443,17 @@ def on_postgres(bench):  # noqa: ANN001, ANN201
     return run
 
 
-BENCHES = {"p1": p1, "p1_fanout": p1_fanout, "p2": p2, "p3": p3, "p4": p4, "mouse": mouse_traffic,
-           "p1_pg": on_postgres(p1), "p1_fanout_pg": on_postgres(p1_fanout), "p2_pg": on_postgres(p2)}
+BENCHES = {
+    "p1": p1,
+    "p1_fanout": p1_fanout,
+    "p2": p2,
+    "p3": p3,
+    "p4": p4,
+    "mouse": mouse_traffic,
+    "p1_pg": on_postgres(p1),
+    "p1_fanout_pg": on_postgres(p1_fanout),
+    "p2_pg": on_postgres(p2),
+}
 
 
 def main() -> None:

@@ -23,8 +23,10 @@ def refusal(tx: Tx, workflow: str, lock: str) -> str | None:
     if state and state["paused"]:
         from .service import iso
 
-        return (f"workflow {workflow} is paused by {state['paused_by']} at {iso(state['paused_at'])}: "
-                f"{state['pause_reason']}")
+        return (
+            f"workflow {workflow} is paused by {state['paused_by']} at {iso(state['paused_at'])}: "
+            f"{state['pause_reason']}"
+        )
     if lock in ("until_complete", "until_success"):
         holder = lock_holder(tx, workflow, lock, state)
         if holder is not None:
@@ -32,12 +34,17 @@ def refusal(tx: Tx, workflow: str, lock: str) -> str | None:
     return None
 
 
-def lock_holder(tx: Tx, workflow: str, lock: str, state: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def lock_holder(
+    tx: Tx, workflow: str, lock: str, state: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """The run holding the workflow's lock: the earliest incomplete run, else (until_success) a failure."""
     if lock not in ("until_complete", "until_success"):
         return None
-    row = tx.one("SELECT id, status FROM runs WHERE kind = 'workflow' AND target = ? AND status IN "
-                 "('pending', 'running', 'on_hold') ORDER BY id LIMIT 1", (workflow,))
+    row = tx.one(
+        "SELECT id, status FROM runs WHERE kind = 'workflow' AND target = ? AND status IN "
+        "('pending', 'running', 'on_hold') ORDER BY id LIMIT 1",
+        (workflow,),
+    )
     if row is not None:
         return row
     if lock == "until_success":
@@ -55,7 +62,9 @@ def after_run_finished(tx: Tx, run: dict[str, Any], status: str, lock: str) -> N
     if status == "succeeded":
         tx.execute("UPDATE workflow_states SET lock_run_id = NULL WHERE workflow = ?", (run["target"],))
     else:
-        tx.execute("UPDATE workflow_states SET lock_run_id = ? WHERE workflow = ?", (run["id"], run["target"]))
+        tx.execute(
+            "UPDATE workflow_states SET lock_run_id = ? WHERE workflow = ?", (run["id"], run["target"])
+        )
 
 
 def ensure_state(tx: Tx, workflow: str) -> None:

@@ -12,8 +12,9 @@ from .service import Service, record_event
 from .store.db import dumps, loads, now
 
 
-def held_jobs(svc: Service, job: str | None = None, *, run_id: int | None = None,
-              workflow: str | None = None) -> list[dict[str, Any]]:
+def held_jobs(
+    svc: Service, job: str | None = None, *, run_id: int | None = None, workflow: str | None = None
+) -> list[dict[str, Any]]:
     where, params = ["j.status = 'held'"], []
     if job is not None:
         where.append("(j.name = ? OR j.base = ?)")
@@ -26,7 +27,9 @@ def held_jobs(svc: Service, job: str | None = None, *, run_id: int | None = None
         params.append(workflow)
     return svc.db.all(
         "SELECT j.*, r.target AS workflow, r.plan AS plan FROM jobs j JOIN runs r ON r.id = j.run_id "
-        f"WHERE {' AND '.join(where)} ORDER BY j.run_id, j.position", params)
+        f"WHERE {' AND '.join(where)} ORDER BY j.run_id, j.position",
+        params,
+    )
 
 
 def _candidate(svc: Service, job: str, run_id: int | None, workflow: str | None) -> dict[str, Any]:
@@ -51,14 +54,23 @@ def _check_approver(svc: Service, row: dict[str, Any], actor: str, verb: str) ->
         user = identity.actor_user(actor)
         allowed = any(user == a or user in svc.project.groups.get(a, []) for a in approvers)
         if not allowed:
-            raise Refused(f"{user} may not {verb} {row['name']} in run #{row['run_id']} "
-                          f"(approvers: {', '.join(approvers)}); nothing was changed")
+            raise Refused(
+                f"{user} may not {verb} {row['name']} in run #{row['run_id']} "
+                f"(approvers: {', '.join(approvers)}); nothing was changed"
+            )
     return hold
 
 
-def release(svc: Service, job: str, *, run_id: int | None = None, workflow: str | None = None,
-            comment: str | None = None, fields: dict[str, str] | None = None,
-            actor: str | None = None) -> dict[str, Any]:
+def release(
+    svc: Service,
+    job: str,
+    *,
+    run_id: int | None = None,
+    workflow: str | None = None,
+    comment: str | None = None,
+    fields: dict[str, str] | None = None,
+    actor: str | None = None,
+) -> dict[str, Any]:
     actor = actor or identity.actor()
     row = _candidate(svc, job, run_id, workflow)
     hold = _check_approver(svc, row, actor, "release")
@@ -71,18 +83,33 @@ def release(svc: Service, job: str, *, run_id: int | None = None, workflow: str 
         changed = tx.execute(
             "UPDATE jobs SET status = 'waiting', reason = 'waiting for an agent', released_by = ?, released_at = ?, "
             "comment = ?, fields = ? WHERE id = ? AND status = 'held'",
-            (actor, now(), comment, dumps(values), row["id"]))
+            (actor, now(), comment, dumps(values), row["id"]),
+        )
         if not changed:
             raise Refused(f"{row['name']} in run #{row['run_id']} is no longer on hold")
-        record_event(tx, "job.released", actor, f"released {row['name']} in run #{row['run_id']}"
-                     + (f": {comment}" if comment else ""), run_id=row["run_id"], job_id=row["id"],
-                     workflow=row["workflow"], details={"comment": comment, "fields": masked(specs, values)})
+        record_event(
+            tx,
+            "job.released",
+            actor,
+            f"released {row['name']} in run #{row['run_id']}" + (f": {comment}" if comment else ""),
+            run_id=row["run_id"],
+            job_id=row["id"],
+            workflow=row["workflow"],
+            details={"comment": comment, "fields": masked(specs, values)},
+        )
     svc.poke()
     return svc.run_view(row["run_id"])
 
 
-def reject(svc: Service, job: str, *, reason: str, run_id: int | None = None, workflow: str | None = None,
-           actor: str | None = None) -> dict[str, Any]:
+def reject(
+    svc: Service,
+    job: str,
+    *,
+    reason: str,
+    run_id: int | None = None,
+    workflow: str | None = None,
+    actor: str | None = None,
+) -> dict[str, Any]:
     actor = actor or identity.actor()
     if not reason or not reason.strip():
         raise Invalid("a reason is required to reject (--reason TEXT)")
@@ -99,25 +126,37 @@ def reject_job(svc: Service, row: dict[str, Any], actor: str, reason: str) -> bo
         changed = tx.execute(
             "UPDATE jobs SET status = 'rejected', reason = ?, rejected_by = ?, rejected_at = ?, finished_at = ? "
             "WHERE id = ? AND status = 'held'",
-            (f"rejected by {user}: {reason}", actor, now(), now(), row["id"]))
+            (f"rejected by {user}: {reason}", actor, now(), now(), row["id"]),
+        )
         if not changed:
             if actor == "sluice":
                 return False
             raise Refused(f"{row['name']} in run #{row['run_id']} is no longer on hold")
         kind = "job.timed_out" if actor == "sluice" else "job.rejected"
-        record_event(tx, kind, actor, f"rejected {row['name']} in run #{row['run_id']}: {reason}",
-                     run_id=row["run_id"], job_id=row["id"], workflow=row.get("workflow"),
-                     details={"reason": reason})
+        record_event(
+            tx,
+            kind,
+            actor,
+            f"rejected {row['name']} in run #{row['run_id']}: {reason}",
+            run_id=row["run_id"],
+            job_id=row["id"],
+            workflow=row.get("workflow"),
+            details={"reason": reason},
+        )
     return True
 
 
 def expire(svc: Service, at: float | None = None) -> list[int]:
     """Reject holds whose timeout has passed (actor `sluice`, reason `timed out`); returns run ids."""
-    rows = svc.db.all("SELECT j.*, r.target AS workflow FROM jobs j JOIN runs r ON r.id = j.run_id "
-                      "WHERE j.status = 'held' AND j.hold_deadline IS NOT NULL AND j.hold_deadline <= ?",
-                      (at or now(),))
+    rows = svc.db.all(
+        "SELECT j.*, r.target AS workflow FROM jobs j JOIN runs r ON r.id = j.run_id "
+        "WHERE j.status = 'held' AND j.hold_deadline IS NOT NULL AND j.hold_deadline <= ?",
+        (at or now(),),
+    )
     return [r["run_id"] for r in rows if reject_job(svc, r, "sluice", "timed out")]
 
 
 def next_deadline(svc: Service) -> float | None:
-    return svc.db.scalar("SELECT MIN(hold_deadline) FROM jobs WHERE status = 'held' AND hold_deadline IS NOT NULL")
+    return svc.db.scalar(
+        "SELECT MIN(hold_deadline) FROM jobs WHERE status = 'held' AND hold_deadline IS NOT NULL"
+    )

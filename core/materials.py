@@ -18,15 +18,20 @@ from .store.db import Tx
 def git_revision(path: str, rev: str, name: str) -> tuple[str, float]:
     """(commit id, commit time) of rev in the repository at path; Invalid when it is not there."""
     try:
-        sha = subprocess.run(["git", "-C", path, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-                             capture_output=True, text=True, timeout=30)
+        sha = subprocess.run(
+            ["git", "-C", path, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise Invalid(f"material {name}: cannot run git in {path}: {e}") from None
     if sha.returncode != 0:
         raise Invalid(f"material {name}: unknown revision '{rev}' in {path}")
     commit = sha.stdout.strip()
-    ts = subprocess.run(["git", "-C", path, "log", "-1", "--format=%ct", commit], capture_output=True, text=True,
-                        timeout=30)
+    ts = subprocess.run(
+        ["git", "-C", path, "log", "-1", "--format=%ct", commit], capture_output=True, text=True, timeout=30
+    )
     return commit, float(ts.stdout.strip() or 0)
 
 
@@ -55,13 +60,27 @@ def resolve(tx: Tx, plan: dict[str, Any], pins: dict[str, str] | None = None) ->
             out.append({"name": name, "kind": "git", "revision": rev, "timestamp": ts})
             continue
         if name in pins:
-            row = tx.one("SELECT id, natural_at FROM runs WHERE id = ? AND kind = 'workflow' AND target = ? "
-                         "AND status = 'succeeded'", (int(pins[name].lstrip("#")), m["workflow"]))
+            row = tx.one(
+                "SELECT id, natural_at FROM runs WHERE id = ? AND kind = 'workflow' AND target = ? "
+                "AND status = 'succeeded'",
+                (int(pins[name].lstrip("#")), m["workflow"]),
+            )
             if row is None:
-                raise Invalid(f"--pin {name}={pins[name]}: no succeeded run #{pins[name].lstrip('#')} of {m['workflow']}")
+                raise Invalid(
+                    f"--pin {name}={pins[name]}: no succeeded run #{pins[name].lstrip('#')} of {m['workflow']}"
+                )
         else:
-            row = tx.one("SELECT id, natural_at FROM runs WHERE kind = 'workflow' AND target = ? AND status = 'succeeded' "
-                         "ORDER BY id DESC LIMIT 1", (m["workflow"],))
-        out.append({"name": name, "kind": "workflow", "revision": str(row["id"]) if row else None,
-                    "timestamp": row["natural_at"] if row else None})
+            row = tx.one(
+                "SELECT id, natural_at FROM runs WHERE kind = 'workflow' AND target = ? AND status = 'succeeded' "
+                "ORDER BY id DESC LIMIT 1",
+                (m["workflow"],),
+            )
+        out.append(
+            {
+                "name": name,
+                "kind": "workflow",
+                "revision": str(row["id"]) if row else None,
+                "timestamp": row["natural_at"] if row else None,
+            }
+        )
     return out

@@ -25,25 +25,43 @@ def _step(project: Project, step: Step) -> dict[str, Any]:
     if step.method:
         method = project.method(step.method)
         assert method is not None  # validated when loading
-        out.update(run=method.run, method=step.method, with_=dict(step.with_),
-                   method_inputs={k: _spec(v) for k, v in method.inputs.items()},
-                   method_env=dict(method.env))
+        out.update(
+            run=method.run,
+            method=step.method,
+            with_=dict(step.with_),
+            method_inputs={k: _spec(v) for k, v in method.inputs.items()},
+            method_env=dict(method.env),
+        )
     return out
 
 
 def _job(project: Project, job: Job, position: int) -> dict[str, Any]:
     hold = None
     if job.hold is not None:
-        hold = {"prompt": job.hold.prompt, "approvers": job.hold.approvers,
-                "fields": {k: _spec(v) for k, v in job.hold.fields.items()}, "timeout": job.hold.timeout}
+        hold = {
+            "prompt": job.hold.prompt,
+            "approvers": job.hold.approvers,
+            "fields": {k: _spec(v) for k, v in job.hold.fields.items()},
+            "timeout": job.hold.timeout,
+        }
     trigger = None
     if job.trigger is not None:
         trigger = {"workflow": job.trigger.workflow, "inputs": job.trigger.inputs, "wait": job.trigger.wait}
     return {
-        "name": job.name, "position": position, "needs": job.needs, "if": job.if_, "hold": hold,
-        "group": job.concurrency_group, "concurrency": job.concurrency, "parallelism": job.parallelism,
-        "run_on_all_agents": job.run_on_all_agents, "resources": job.resources, "trigger": trigger,
-        "timeout": job.timeout, "retry": asdict(job.retry) if job.retry else None, "env": job.env,
+        "name": job.name,
+        "position": position,
+        "needs": job.needs,
+        "if": job.if_,
+        "hold": hold,
+        "group": job.concurrency_group,
+        "concurrency": job.concurrency,
+        "parallelism": job.parallelism,
+        "run_on_all_agents": job.run_on_all_agents,
+        "resources": job.resources,
+        "trigger": trigger,
+        "timeout": job.timeout,
+        "retry": asdict(job.retry) if job.retry else None,
+        "env": job.env,
         "steps": [_step(project, s) for s in job.steps],
     }
 
@@ -56,7 +74,10 @@ def _material(project: Project, m: Any) -> dict[str, Any]:
 
 def workflow_plan(project: Project, wf: Workflow) -> dict[str, Any]:
     return {
-        "kind": "workflow", "name": wf.name, "environment": wf.environment, "lock": wf.lock,
+        "kind": "workflow",
+        "name": wf.name,
+        "environment": wf.environment,
+        "lock": wf.lock,
         "materials": {name: _material(project, m) for name, m in wf.materials.items()},
         "inputs": {k: _spec(v) for k, v in wf.inputs.items()},
         "jobs": {name: _job(project, job, i) for i, (name, job) in enumerate(wf.jobs.items())},
@@ -65,14 +86,30 @@ def workflow_plan(project: Project, wf: Workflow) -> dict[str, Any]:
 
 def method_plan(method: Method) -> dict[str, Any]:
     job = {
-        "name": method.name, "position": 0, "needs": [], "if": "success", "hold": None, "group": None,
-        "concurrency": 1, "parallelism": 1, "run_on_all_agents": False, "resources": [], "trigger": None,
-        "timeout": method.timeout, "retry": asdict(method.retry) if method.retry else None,
+        "name": method.name,
+        "position": 0,
+        "needs": [],
+        "if": "success",
+        "hold": None,
+        "group": None,
+        "concurrency": 1,
+        "parallelism": 1,
+        "run_on_all_agents": False,
+        "resources": [],
+        "trigger": None,
+        "timeout": method.timeout,
+        "retry": asdict(method.retry) if method.retry else None,
         "env": dict(method.env),
         "steps": [{"name": method.target, "when": "success", "run": method.run, "method": None}],
     }
-    return {"kind": "method", "name": method.target, "environment": None, "lock": "none",
-            "inputs": {k: _spec(v) for k, v in method.inputs.items()}, "jobs": {method.name: job}}
+    return {
+        "kind": "method",
+        "name": method.target,
+        "environment": None,
+        "lock": "none",
+        "inputs": {k: _spec(v) for k, v in method.inputs.items()},
+        "jobs": {method.name: job},
+    }
 
 
 def secret_names(plan: dict[str, Any]) -> set[str]:

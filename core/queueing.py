@@ -63,9 +63,13 @@ class Selector:
     def describe(self) -> str:
         if self.all:
             return "--all"
-        bits = (["--workflows"] if self.workflows else []) + (["--methods"] if self.methods else []) + (
-            [f"--workflow {self.workflow}"] if self.workflow else []) + (
-            [f"--method {self.method}"] if self.method else []) + [f"#{i}" for i in self.ids]
+        bits = (
+            (["--workflows"] if self.workflows else [])
+            + (["--methods"] if self.methods else [])
+            + ([f"--workflow {self.workflow}"] if self.workflow else [])
+            + ([f"--method {self.method}"] if self.method else [])
+            + [f"#{i}" for i in self.ids]
+        )
         return " ".join(bits)
 
 
@@ -108,9 +112,16 @@ def item_view(row: dict[str, Any], specs: dict[str, Any] | None = None) -> dict[
     if specs is not None:
         inputs = masked(specs, inputs)
     return {
-        "id": row["id"], "kind": row["kind"], "target": row["target"], "inputs": inputs, "status": row["status"],
-        "queued_by": row["queued_by"], "queued_at": iso(row["queued_at"]), "not_before": iso(row["not_before"]),
-        "note": row["note"], "run_id": row["run_id"],
+        "id": row["id"],
+        "kind": row["kind"],
+        "target": row["target"],
+        "inputs": inputs,
+        "status": row["status"],
+        "queued_by": row["queued_by"],
+        "queued_at": iso(row["queued_at"]),
+        "not_before": iso(row["not_before"]),
+        "note": row["note"],
+        "run_id": row["run_id"],
     }
 
 
@@ -125,8 +136,17 @@ def _specs(svc: Service, kind: str, target: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- use cases
 
 
-def add(svc: Service, kind: str, target: str, inputs: dict[str, Any], *, note: str | None = None,
-        at: float | None = None, actor: str | None = None, pins: dict[str, str] | None = None) -> dict[str, Any]:
+def add(
+    svc: Service,
+    kind: str,
+    target: str,
+    inputs: dict[str, Any],
+    *,
+    note: str | None = None,
+    at: float | None = None,
+    actor: str | None = None,
+    pins: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Stage one item; refused (exit 3) when the same kind + target + inputs is already queued."""
     actor = actor or identity.actor()
     if kind == "workflow":
@@ -142,27 +162,56 @@ def add(svc: Service, kind: str, target: str, inputs: dict[str, Any], *, note: s
     key = dumps(values)
     try:
         with svc.db.write() as tx:
-            item_id = tx.insert("queue_items", {
-                "kind": kind, "target": target, "inputs": key, "inputs_key": key, "pins": dumps(pins or {}),
-                "status": "queued", "queued_by": actor, "queued_at": now(), "not_before": at, "note": note,
-            })
+            item_id = tx.insert(
+                "queue_items",
+                {
+                    "kind": kind,
+                    "target": target,
+                    "inputs": key,
+                    "inputs_key": key,
+                    "pins": dumps(pins or {}),
+                    "status": "queued",
+                    "queued_by": actor,
+                    "queued_at": now(),
+                    "not_before": at,
+                    "note": note,
+                },
+            )
             shown = masked(specs, values)
             what = f"{kind} {target}" + (f" {_fmt_inputs(shown)}" if shown else "")
             if at is None:
-                record_event(tx, "queue.queued", actor, f"queued #{item_id}: {what}", item_id=item_id,
-                             workflow=target if kind == "workflow" else None, details={"inputs": shown, "note": note})
+                record_event(
+                    tx,
+                    "queue.queued",
+                    actor,
+                    f"queued #{item_id}: {what}",
+                    item_id=item_id,
+                    workflow=target if kind == "workflow" else None,
+                    details={"inputs": shown, "note": note},
+                )
             else:
-                record_event(tx, "queue.scheduled", actor, f"scheduled #{item_id} for {iso(at)}: {what}",
-                             item_id=item_id, workflow=target if kind == "workflow" else None,
-                             details={"inputs": shown, "note": note, "not_before": iso(at)})
+                record_event(
+                    tx,
+                    "queue.scheduled",
+                    actor,
+                    f"scheduled #{item_id} for {iso(at)}: {what}",
+                    item_id=item_id,
+                    workflow=target if kind == "workflow" else None,
+                    details={"inputs": shown, "note": note, "not_before": iso(at)},
+                )
     except IntegrityError:
-        existing = svc.db.one("SELECT * FROM queue_items WHERE kind = ? AND target = ? AND inputs_key = ? "
-                              "AND status = 'queued'", (kind, target, key))
+        existing = svc.db.one(
+            "SELECT * FROM queue_items WHERE kind = ? AND target = ? AND inputs_key = ? "
+            "AND status = 'queued'",
+            (kind, target, key),
+        )
         if existing is None:  # purged or executed in between: try once more
             return add(svc, kind, target, inputs, note=note, at=at, actor=actor)
-        raise Refused(f"already queued as item #{existing['id']} by {existing['queued_by']} "
-                      f"({kind} {target}{' ' + _fmt_inputs(masked(specs, values)) if values else ''}); "
-                      "vary the inputs to queue it again") from None
+        raise Refused(
+            f"already queued as item #{existing['id']} by {existing['queued_by']} "
+            f"({kind} {target}{' ' + _fmt_inputs(masked(specs, values)) if values else ''}); "
+            "vary the inputs to queue it again"
+        ) from None
     if at is not None:
         svc.poke()
     return item_view(svc.db.one("SELECT * FROM queue_items WHERE id = ?", (item_id,)), specs)  # type: ignore[arg-type]
@@ -172,7 +221,9 @@ def _fmt_inputs(values: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in values.items())
 
 
-def select(svc: Service, selector: Selector | None = None, *, limit: int | None = None) -> list[dict[str, Any]]:
+def select(
+    svc: Service, selector: Selector | None = None, *, limit: int | None = None
+) -> list[dict[str, Any]]:
     where, params = (selector or Selector(all=True)).sql()
     sql = f"SELECT * FROM queue_items WHERE {where} ORDER BY id"
     if limit is not None:
@@ -186,7 +237,9 @@ def window(svc: Service, *, text: str | None = None, limit: int = 500) -> tuple[
     where, params = "status = 'queued'", []
     if text:
         like = f"%{text}%"
-        where += " AND (target LIKE ? OR kind LIKE ? OR note LIKE ? OR queued_by LIKE ? OR CAST(id AS TEXT) = ?)"
+        where += (
+            " AND (target LIKE ? OR kind LIKE ? OR note LIKE ? OR queued_by LIKE ? OR CAST(id AS TEXT) = ?)"
+        )
         params = [like, like, like, like, text.lstrip("#")]
     total = int(svc.db.scalar(f"SELECT COUNT(*) FROM queue_items WHERE {where}", params) or 0)
     rows = svc.db.all(f"SELECT * FROM queue_items WHERE {where} ORDER BY id LIMIT ?", (*params, limit))
@@ -216,7 +269,9 @@ class Outcome:
     gone: bool = False  # executed or purged by someone else meanwhile
 
 
-def execute(svc: Service, ids: list[int], *, actor: str | None = None, trigger: str = "queue") -> list[Outcome]:
+def execute(
+    svc: Service, ids: list[int], *, actor: str | None = None, trigger: str = "queue"
+) -> list[Outcome]:
     """Start each item (in queued order) as exactly one run; paused or locked items stay queued."""
     actor = actor or identity.actor()
     outcomes = []
@@ -227,8 +282,14 @@ def execute(svc: Service, ids: list[int], *, actor: str | None = None, trigger: 
             row = svc.db.one("SELECT * FROM queue_items WHERE id = ?", (item_id,))
             assert row is not None
             with svc.db.write() as tx:
-                record_event(tx, "queue.refused", actor, f"#{item_id} stays queued: {e}", item_id=item_id,
-                             details={"reason": str(e)})
+                record_event(
+                    tx,
+                    "queue.refused",
+                    actor,
+                    f"#{item_id} stays queued: {e}",
+                    item_id=item_id,
+                    details={"reason": str(e)},
+                )
             outcomes.append(Outcome(item_view(row, _specs(svc, row["kind"], row["target"])), refused=str(e)))
     if any(o.run_id for o in outcomes):
         svc.poke()
@@ -244,22 +305,46 @@ def _execute_one(svc: Service, item_id: int, actor: str, trigger: str) -> Outcom
             return Outcome(view, gone=True)
         plan, reason = _plan_for(svc, tx, row)
         if reason is not None:
-            record_event(tx, "queue.refused", actor, f"#{item_id} stays queued: {reason}", item_id=item_id,
-                         workflow=row["target"] if row["kind"] == "workflow" else None, details={"reason": reason})
+            record_event(
+                tx,
+                "queue.refused",
+                actor,
+                f"#{item_id} stays queued: {reason}",
+                item_id=item_id,
+                workflow=row["target"] if row["kind"] == "workflow" else None,
+                details={"reason": reason},
+            )
             return Outcome(view, refused=reason)
         assert plan is not None
-        changed = tx.execute("UPDATE queue_items SET status = 'executed', closed_by = ?, closed_at = ? "
-                             "WHERE id = ? AND status = 'queued'", (actor, now(), item_id))
+        changed = tx.execute(
+            "UPDATE queue_items SET status = 'executed', closed_by = ?, closed_at = ? "
+            "WHERE id = ? AND status = 'queued'",
+            (actor, now(), item_id),
+        )
         if not changed:
             return Outcome(view, gone=True)
         try:
-            run_id = create_run(tx, plan, loads(row["inputs"], {}), trigger=trigger, actor=actor,
-                                queue_item_id=item_id, pins=loads(row["pins"], {}))
+            run_id = create_run(
+                tx,
+                plan,
+                loads(row["inputs"], {}),
+                trigger=trigger,
+                actor=actor,
+                queue_item_id=item_id,
+                pins=loads(row["pins"], {}),
+            )
         except Invalid as e:  # a material is gone: the item cannot start; say so, keep it queued
             raise _Unstartable(str(e)) from None
         tx.execute("UPDATE queue_items SET run_id = ? WHERE id = ?", (run_id, item_id))
-        record_event(tx, "queue.executed", actor, f"executed #{item_id} as run #{run_id}", item_id=item_id,
-                     run_id=run_id, workflow=row["target"] if row["kind"] == "workflow" else None)
+        record_event(
+            tx,
+            "queue.executed",
+            actor,
+            f"executed #{item_id} as run #{run_id}",
+            item_id=item_id,
+            run_id=run_id,
+            workflow=row["target"] if row["kind"] == "workflow" else None,
+        )
         view.update(status="executed", run_id=run_id)
         return Outcome(view, run_id=run_id)
 
@@ -283,30 +368,59 @@ def purge(svc: Service, ids: list[int], *, actor: str | None = None) -> list[dic
     purged = []
     with svc.db.write() as tx:
         for item_id in sorted(ids):
-            changed = tx.execute("UPDATE queue_items SET status = 'purged', closed_by = ?, closed_at = ? "
-                                 "WHERE id = ? AND status = 'queued'", (actor, now(), item_id))
+            changed = tx.execute(
+                "UPDATE queue_items SET status = 'purged', closed_by = ?, closed_at = ? "
+                "WHERE id = ? AND status = 'queued'",
+                (actor, now(), item_id),
+            )
             if not changed:
                 continue
             row = tx.one("SELECT * FROM queue_items WHERE id = ?", (item_id,))
             assert row is not None
-            record_event(tx, "queue.purged", actor, f"purged #{item_id}: {row['kind']} {row['target']}",
-                         item_id=item_id, workflow=row["target"] if row["kind"] == "workflow" else None)
+            record_event(
+                tx,
+                "queue.purged",
+                actor,
+                f"purged #{item_id}: {row['kind']} {row['target']}",
+                item_id=item_id,
+                workflow=row["target"] if row["kind"] == "workflow" else None,
+            )
             purged.append(item_view(row, _specs(svc, row["kind"], row["target"])))
     return purged
 
 
 def due(svc: Service, at: float | None = None, *, skip: set[int] | frozenset[int] = frozenset()) -> list[int]:
     """Scheduled items whose time has come (minus `skip`: items already refused, waiting for a change)."""
-    return [r["id"] for r in svc.db.all(
-        "SELECT id FROM queue_items WHERE status = 'queued' AND not_before IS NOT NULL AND not_before <= ? "
-        "ORDER BY id", (at or now(),)) if r["id"] not in skip]
+    return [
+        r["id"]
+        for r in svc.db.all(
+            "SELECT id FROM queue_items WHERE status = 'queued' AND not_before IS NOT NULL AND not_before <= ? "
+            "ORDER BY id",
+            (at or now(),),
+        )
+        if r["id"] not in skip
+    ]
 
 
 def next_due(svc: Service, *, skip: set[int] | frozenset[int] = frozenset()) -> float | None:
-    rows = svc.db.all("SELECT id, not_before FROM queue_items WHERE status = 'queued' AND not_before IS NOT NULL "
-                      "ORDER BY not_before LIMIT ?", (len(skip) + 1,))
+    rows = svc.db.all(
+        "SELECT id, not_before FROM queue_items WHERE status = 'queued' AND not_before IS NOT NULL "
+        "ORDER BY not_before LIMIT ?",
+        (len(skip) + 1,),
+    )
     return next((r["not_before"] for r in rows if r["id"] not in skip), None)
 
 
-__all__ = ["Outcome", "Selector", "add", "check_ids", "due", "execute", "next_due", "parse_at", "purge",
-           "select", "spec_from"]
+__all__ = [
+    "Outcome",
+    "Selector",
+    "add",
+    "check_ids",
+    "due",
+    "execute",
+    "next_due",
+    "parse_at",
+    "purge",
+    "select",
+    "spec_from",
+]

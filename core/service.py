@@ -21,44 +21,104 @@ FINAL_RUN = ("succeeded", "failed", "cancelled")
 ACTIVE_RUN = ("pending", "running", "on_hold")
 
 
-def record_event(tx: Tx, kind: str, actor: str, message: str = "", *, run_id: int | None = None,
-                 job_id: int | None = None, item_id: int | None = None, workflow: str | None = None,
-                 details: dict[str, Any] | None = None) -> None:
-    tx.insert("events", {"at": now(), "actor": actor, "kind": kind, "run_id": run_id, "job_id": job_id,
-                         "item_id": item_id, "workflow": workflow, "message": message,
-                         "details": dumps(details or {})})
+def record_event(
+    tx: Tx,
+    kind: str,
+    actor: str,
+    message: str = "",
+    *,
+    run_id: int | None = None,
+    job_id: int | None = None,
+    item_id: int | None = None,
+    workflow: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    tx.insert(
+        "events",
+        {
+            "at": now(),
+            "actor": actor,
+            "kind": kind,
+            "run_id": run_id,
+            "job_id": job_id,
+            "item_id": item_id,
+            "workflow": workflow,
+            "message": message,
+            "details": dumps(details or {}),
+        },
+    )
 
 
-def create_run(tx: Tx, plan: dict[str, Any], inputs: dict[str, Any], *, trigger: str, actor: str,
-               parent_run_id: int | None = None, parent_job_id: int | None = None,
-               queue_item_id: int | None = None, pins: dict[str, str] | None = None) -> int:
+def create_run(
+    tx: Tx,
+    plan: dict[str, Any],
+    inputs: dict[str, Any],
+    *,
+    trigger: str,
+    actor: str,
+    parent_run_id: int | None = None,
+    parent_job_id: int | None = None,
+    queue_item_id: int | None = None,
+    pins: dict[str, str] | None = None,
+) -> int:
     """Insert a run, its materials and its jobs (pending) in the caller's transaction."""
     from .materials import resolve
 
     t = now()
     mats = resolve(tx, plan, pins)  # raises Invalid (nothing created) for an unknown pinned revision
     stamps = [m["timestamp"] for m in mats if m["timestamp"] is not None]
-    run_id = tx.insert("runs", {
-        "kind": plan["kind"], "target": plan["name"], "status": "pending", "trigger": trigger,
-        "created_by": actor, "created_at": t, "inputs": dumps(inputs), "plan": dumps(plan),
-        "parent_run_id": parent_run_id, "parent_job_id": parent_job_id, "queue_item_id": queue_item_id,
-        "cancel_requested": 0, "natural_at": min(stamps) if stamps else t,
-    })
+    run_id = tx.insert(
+        "runs",
+        {
+            "kind": plan["kind"],
+            "target": plan["name"],
+            "status": "pending",
+            "trigger": trigger,
+            "created_by": actor,
+            "created_at": t,
+            "inputs": dumps(inputs),
+            "plan": dumps(plan),
+            "parent_run_id": parent_run_id,
+            "parent_job_id": parent_job_id,
+            "queue_item_id": queue_item_id,
+            "cancel_requested": 0,
+            "natural_at": min(stamps) if stamps else t,
+        },
+    )
     for m in mats:
         tx.insert("materials", {"run_id": run_id, **m})
     for name, job in plan["jobs"].items():
         n = job.get("parallelism") or 1
         for i in range(n):
-            tx.insert("jobs", {
-                "run_id": run_id, "name": f"{name}[{i}]" if n > 1 else name, "base": name,
-                "position": job["position"], "copy_key": str(i) if n > 1 else None, "status": "pending",
-                "attempt": 0, "outputs": "{}", "claim_token": 0, "group_name": job.get("group"),
-            })
+            tx.insert(
+                "jobs",
+                {
+                    "run_id": run_id,
+                    "name": f"{name}[{i}]" if n > 1 else name,
+                    "base": name,
+                    "position": job["position"],
+                    "copy_key": str(i) if n > 1 else None,
+                    "status": "pending",
+                    "attempt": 0,
+                    "outputs": "{}",
+                    "claim_token": 0,
+                    "group_name": job.get("group"),
+                },
+            )
     shown = masked({k: spec_from(v) for k, v in plan["inputs"].items()}, inputs)
-    record_event(tx, "run.created", actor, f"run #{run_id} of {plan['name']} created ({trigger})",
-                 run_id=run_id, workflow=plan["name"] if plan["kind"] == "workflow" else None,
-                 details={"trigger": trigger, "inputs": shown,
-                          **({"materials": {m["name"]: m["revision"] for m in mats}} if mats else {})})
+    record_event(
+        tx,
+        "run.created",
+        actor,
+        f"run #{run_id} of {plan['name']} created ({trigger})",
+        run_id=run_id,
+        workflow=plan["name"] if plan["kind"] == "workflow" else None,
+        details={
+            "trigger": trigger,
+            "inputs": shown,
+            **({"materials": {m["name"]: m["revision"] for m in mats}} if mats else {}),
+        },
+    )
     return run_id
 
 
@@ -112,25 +172,41 @@ class Service:
         return meth
 
     def list_workflows(self) -> list[dict[str, Any]]:
-        last = {r["target"]: r for r in self.db.all(
-            "SELECT r.target, r.id, r.status, r.created_at FROM runs r JOIN "
-            "(SELECT target, MAX(id) AS id FROM runs WHERE kind = 'workflow' GROUP BY target) m ON m.id = r.id")}
+        last = {
+            r["target"]: r
+            for r in self.db.all(
+                "SELECT r.target, r.id, r.status, r.created_at FROM runs r JOIN "
+                "(SELECT target, MAX(id) AS id FROM runs WHERE kind = 'workflow' GROUP BY target) m ON m.id = r.id"
+            )
+        }
         out = []
         for wf in self.project.workflows.values():
             lr = last.get(wf.name)
-            out.append({
-                "name": wf.name, "description": wf.description, "environment": wf.environment,
-                "lock": wf.lock, "timer": wf.timer.cron if wf.timer else None,
-                "jobs": list(wf.jobs), "inputs": {k: _input_view(v) for k, v in wf.inputs.items()},
-                "last_run": {"id": lr["id"], "status": lr["status"]} if lr else None,
-            })
+            out.append(
+                {
+                    "name": wf.name,
+                    "description": wf.description,
+                    "environment": wf.environment,
+                    "lock": wf.lock,
+                    "timer": wf.timer.cron if wf.timer else None,
+                    "jobs": list(wf.jobs),
+                    "inputs": {k: _input_view(v) for k, v in wf.inputs.items()},
+                    "last_run": {"id": lr["id"], "status": lr["status"]} if lr else None,
+                }
+            )
         return out
 
     def list_methods(self) -> list[dict[str, Any]]:
         return [
-            {"model": m.name, "method": meth.name, "target": meth.target, "description": meth.description,
-             "inputs": {k: _input_view(v) for k, v in meth.inputs.items()}}
-            for m in self.project.models.values() for meth in m.methods.values()
+            {
+                "model": m.name,
+                "method": meth.name,
+                "target": meth.target,
+                "description": meth.description,
+                "inputs": {k: _input_view(v) for k, v in meth.inputs.items()},
+            }
+            for m in self.project.models.values()
+            for meth in m.methods.values()
         ]
 
     # ------------------------------------------------------------ starting runs
@@ -141,8 +217,15 @@ class Service:
         except InputError as e:
             raise Invalid(str(e)) from None
 
-    def run_workflow(self, name: str, inputs: dict[str, Any], *, trigger: str = "manual",
-                     actor: str | None = None, pins: dict[str, str] | None = None) -> int:
+    def run_workflow(
+        self,
+        name: str,
+        inputs: dict[str, Any],
+        *,
+        trigger: str = "manual",
+        actor: str | None = None,
+        pins: dict[str, str] | None = None,
+    ) -> int:
         from .materials import check_pins
 
         wf = self.workflow(name)
@@ -157,12 +240,21 @@ class Service:
         self.poke()
         return run_id
 
-    def run_method(self, model: str, method: str, inputs: dict[str, Any], *, trigger: str = "manual",
-                   actor: str | None = None) -> int:
+    def run_method(
+        self,
+        model: str,
+        method: str,
+        inputs: dict[str, Any],
+        *,
+        trigger: str = "manual",
+        actor: str | None = None,
+    ) -> int:
         meth = self.method(model, method)
         values = self._validated(meth.inputs, inputs)
         with self.db.write() as tx:
-            run_id = create_run(tx, method_plan(meth), values, trigger=trigger, actor=actor or identity.actor())
+            run_id = create_run(
+                tx, method_plan(meth), values, trigger=trigger, actor=actor or identity.actor()
+            )
         self.poke()
         return run_id
 
@@ -175,7 +267,9 @@ class Service:
             if run["status"] in FINAL_RUN:
                 raise Refused(f"run #{run_id} already {run['status']}")
             tx.execute("UPDATE runs SET cancel_requested = 1, cancelled_by = ? WHERE id = ?", (actor, run_id))
-            record_event(tx, "run.cancel_requested", actor, f"cancel of run #{run_id} requested", run_id=run_id)
+            record_event(
+                tx, "run.cancel_requested", actor, f"cancel of run #{run_id} requested", run_id=run_id
+            )
         self.poke()
         return self.run_view(run_id)
 
@@ -190,12 +284,19 @@ class Service:
     def run_view(self, run_id: int) -> dict[str, Any]:
         run = self.run_row(run_id)
         jobs = self.db.all("SELECT * FROM jobs WHERE run_id = ? ORDER BY position, id", (run_id,))
-        mats = self.db.all("SELECT name, revision, timestamp FROM materials WHERE run_id = ? ORDER BY name",
-                           (run_id,))
+        mats = self.db.all(
+            "SELECT name, revision, timestamp FROM materials WHERE run_id = ? ORDER BY name", (run_id,)
+        )
         return run_view(run, jobs, mats)
 
-    def list_runs(self, *, workflow: str | None = None, status: str | None = None, order: str = "schedule",
-                  limit: int = 50) -> list[dict[str, Any]]:
+    def list_runs(
+        self,
+        *,
+        workflow: str | None = None,
+        status: str | None = None,
+        order: str = "schedule",
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
         where, params = [], []
         if workflow:
             where.append("target = ?")
@@ -218,12 +319,20 @@ class Service:
             mats[m["run_id"]].append(m)
         return [run_view(r, jobs[r["id"]], mats[r["id"]]) for r in runs]
 
-    def runs_window(self, *, text: str | None = None, order: str = "schedule", limit: int = 500,
-                    workflow: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    def runs_window(
+        self,
+        *,
+        text: str | None = None,
+        order: str = "schedule",
+        limit: int = 500,
+        workflow: str | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
         """The newest `limit` runs matching `text` (target, trigger, user or status), and how many match."""
         where, params = [], []
         if text:
-            where.append("(target LIKE ? OR status LIKE ? OR trigger LIKE ? OR created_by LIKE ? OR CAST(id AS TEXT) = ?)")
+            where.append(
+                "(target LIKE ? OR status LIKE ? OR trigger LIKE ? OR created_by LIKE ? OR CAST(id AS TEXT) = ?)"
+            )
             like = f"%{text}%"
             params += [like, like, like, like, text.lstrip("#")]
         if workflow:
@@ -232,13 +341,18 @@ class Service:
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         total = int(self.db.scalar(f"SELECT COUNT(*) FROM runs {clause}", params) or 0)
         key = "natural_at DESC, id DESC" if order == "natural" else "id DESC"
-        runs = self.db.all(f"SELECT id, kind, target, status, trigger, created_by, created_at, finished_at "
-                           f"FROM runs {clause} ORDER BY {key} LIMIT ?", (*params, limit))
+        runs = self.db.all(
+            f"SELECT id, kind, target, status, trigger, created_by, created_at, finished_at "
+            f"FROM runs {clause} ORDER BY {key} LIMIT ?",
+            (*params, limit),
+        )
         if runs:
             ids = [r["id"] for r in runs]
             held: dict[int, list[str]] = {}
             marks = ",".join("?" * len(ids))
-            for j in self.db.all(f"SELECT run_id, name FROM jobs WHERE run_id IN ({marks}) AND status = 'held'", ids):
+            for j in self.db.all(
+                f"SELECT run_id, name FROM jobs WHERE run_id IN ({marks}) AND status = 'held'", ids
+            ):
                 held.setdefault(j["run_id"], []).append(j["name"])
             for r in runs:
                 r["held"] = held.get(r["id"], [])
@@ -255,9 +369,19 @@ class Service:
         for a in rows:
             jobs = busy.get(a["name"], [])
             state = "lost" if a["lost"] else "disabled" if not a["enabled"] else "busy" if jobs else "idle"
-            out.append({"name": a["name"], "host": a["host"], "environments": loads(a["environments"], []),
-                        "resources": loads(a["resources"], []), "capacity": a["capacity"], "state": state,
-                        "enabled": bool(a["enabled"]), "jobs": jobs, "heartbeat_at": iso(a["heartbeat_at"])})
+            out.append(
+                {
+                    "name": a["name"],
+                    "host": a["host"],
+                    "environments": loads(a["environments"], []),
+                    "resources": loads(a["resources"], []),
+                    "capacity": a["capacity"],
+                    "state": state,
+                    "enabled": bool(a["enabled"]),
+                    "jobs": jobs,
+                    "heartbeat_at": iso(a["heartbeat_at"]),
+                }
+            )
         return out
 
     def set_agent_enabled(self, name: str, enabled: bool, actor: str | None = None) -> dict[str, Any]:
@@ -286,19 +410,31 @@ class Service:
                 wf = self.project.workflows[w["name"]]
                 st = states.get(wf.name) or {}
                 holder = gates.lock_holder(tx, wf.name, wf.lock, st or None)
-                out.append({**w, "paused": bool(st.get("paused")), "paused_by": st.get("paused_by"),
-                            "pause_reason": st.get("pause_reason"), "locked_by_run": holder["id"] if holder else None,
-                            "next_fire": iso(next_fire(wf.timer.cron, self.project.timezone)) if wf.timer else None})
+                out.append(
+                    {
+                        **w,
+                        "paused": bool(st.get("paused")),
+                        "paused_by": st.get("paused_by"),
+                        "pause_reason": st.get("pause_reason"),
+                        "locked_by_run": holder["id"] if holder else None,
+                        "next_fire": iso(next_fire(wf.timer.cron, self.project.timezone))
+                        if wf.timer
+                        else None,
+                    }
+                )
         return out
 
     def job_rows(self, run_id: int) -> list[dict[str, Any]]:
         return self.db.all("SELECT * FROM jobs WHERE run_id = ? ORDER BY position, id", (run_id,))
 
-    def log_chunks(self, run_id: int, *, job: str | None = None, after: int = 0,
-                   limit: int = 500) -> list[dict[str, Any]]:
+    def log_chunks(
+        self, run_id: int, *, job: str | None = None, after: int = 0, limit: int = 500
+    ) -> list[dict[str, Any]]:
         self.run_row(run_id)
         if job is not None:
-            rows = self.db.all("SELECT id FROM jobs WHERE run_id = ? AND (name = ? OR base = ?)", (run_id, job, job))
+            rows = self.db.all(
+                "SELECT id FROM jobs WHERE run_id = ? AND (name = ? OR base = ?)", (run_id, job, job)
+            )
             if not rows:
                 names = [j["name"] for j in self.job_rows(run_id)]
                 raise NotFound(f"run #{run_id} has no job '{job}'{did_you_mean(job, names)}")
@@ -307,20 +443,26 @@ class Service:
             return self.db.all(
                 "SELECT l.id, l.job_id, j.name AS job, l.stream, l.data, l.at FROM log_chunks l "
                 f"JOIN jobs j ON j.id = l.job_id WHERE l.job_id IN ({marks}) AND l.id > ? ORDER BY l.id LIMIT ?",
-                (*ids, after, limit))
+                (*ids, after, limit),
+            )
         return self.db.all(
             "SELECT l.id, l.job_id, j.name AS job, l.stream, l.data, l.at FROM log_chunks l "
             "JOIN jobs j ON j.id = l.job_id WHERE l.run_id = ? AND l.id > ? ORDER BY l.id LIMIT ?",
-            (run_id, after, limit))
+            (run_id, after, limit),
+        )
 
     def history(self, limit: int = 50, *, run_id: int | None = None) -> list[dict[str, Any]]:
         if run_id is not None:
-            rows = self.db.all("SELECT * FROM events WHERE run_id = ? ORDER BY id DESC LIMIT ?", (run_id, limit))
+            rows = self.db.all(
+                "SELECT * FROM events WHERE run_id = ? ORDER BY id DESC LIMIT ?", (run_id, limit)
+            )
         else:
             rows = self.db.all("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
         return [event_view(r) for r in rows]
 
-    def follow(self, run_id: int, *, poll: float = 0.1, stop_on_hold: bool = True) -> Iterator[tuple[str, Any]]:
+    def follow(
+        self, run_id: int, *, poll: float = 0.1, stop_on_hold: bool = True
+    ) -> Iterator[tuple[str, Any]]:
         """Yield ("log", chunk) and ("job", job_row) changes until the run finishes (or waits on a hold).
 
         Ends with ("run", run_view).
@@ -401,33 +543,65 @@ def run_view(run: dict[str, Any], jobs: list[dict[str, Any]], mats: list[dict[st
     plan = loads(run["plan"], {})
     specs = {k: spec_from(v) for k, v in plan.get("inputs", {}).items()}
     return {
-        "id": run["id"], "kind": run["kind"], "target": run["target"], "status": run["status"],
-        "trigger": run["trigger"], "created_by": run["created_by"], "created_at": iso(run["created_at"]),
-        "started_at": iso(run["started_at"]), "finished_at": iso(run["finished_at"]),
-        "inputs": masked(specs, loads(run["inputs"], {})), "parent_run_id": run["parent_run_id"],
-        "materials": [{"name": m["name"], "revision": m["revision"], "timestamp": iso(m["timestamp"])} for m in mats],
+        "id": run["id"],
+        "kind": run["kind"],
+        "target": run["target"],
+        "status": run["status"],
+        "trigger": run["trigger"],
+        "created_by": run["created_by"],
+        "created_at": iso(run["created_at"]),
+        "started_at": iso(run["started_at"]),
+        "finished_at": iso(run["finished_at"]),
+        "inputs": masked(specs, loads(run["inputs"], {})),
+        "parent_run_id": run["parent_run_id"],
+        "materials": [
+            {"name": m["name"], "revision": m["revision"], "timestamp": iso(m["timestamp"])} for m in mats
+        ],
         "jobs": [job_view(j, plan) for j in jobs],
     }
 
 
 def job_view(j: dict[str, Any], plan: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
-        "name": j["name"], "status": j["status"], "reason": j["reason"], "agent": j["agent"],
-        "exit_code": j["exit_code"], "started_at": iso(j["started_at"]), "finished_at": iso(j["finished_at"]),
-        "outputs": loads(j["outputs"], {}), "released_by": j["released_by"], "released_at": iso(j["released_at"]),
+        "name": j["name"],
+        "status": j["status"],
+        "reason": j["reason"],
+        "agent": j["agent"],
+        "exit_code": j["exit_code"],
+        "started_at": iso(j["started_at"]),
+        "finished_at": iso(j["finished_at"]),
+        "outputs": loads(j["outputs"], {}),
+        "released_by": j["released_by"],
+        "released_at": iso(j["released_at"]),
         "comment": j["comment"],
     }
 
 
 def event_view(e: dict[str, Any]) -> dict[str, Any]:
-    return {"id": e["id"], "at": iso(e["at"]), "actor": e["actor"], "kind": e["kind"], "run_id": e["run_id"],
-            "job_id": e["job_id"], "item_id": e["item_id"], "workflow": e["workflow"], "message": e["message"],
-            "details": loads(e["details"], {})}
+    return {
+        "id": e["id"],
+        "at": iso(e["at"]),
+        "actor": e["actor"],
+        "kind": e["kind"],
+        "run_id": e["run_id"],
+        "job_id": e["job_id"],
+        "item_id": e["item_id"],
+        "workflow": e["workflow"],
+        "message": e["message"],
+        "details": loads(e["details"], {}),
+    }
 
 
 def _input_view(spec) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    return {"type": spec.type, "required": spec.required, "default": None if spec.secret else spec.default,
-            "enum": spec.enum, "pattern": spec.pattern, "description": spec.description, "secret": spec.secret}
+    return {
+        "type": spec.type,
+        "required": spec.required,
+        "default": None if spec.secret else spec.default,
+        "enum": spec.enum,
+        "pattern": spec.pattern,
+        "description": spec.description,
+        "secret": spec.secret,
+    }
 
 
 def mask_text(text: str, secrets: list[str]) -> str:

@@ -27,7 +27,7 @@ class Result:
     err: str
 
     @property
-    def json(self):  # noqa: ANN201
+    def json(self):
         return json.loads(self.out)
 
 
@@ -51,22 +51,34 @@ class Proj:
         env.update(extra)
         return env
 
-    def sluice(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60,
-               input: str | None = None) -> Result:
+    def sluice(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 60, input: str | None = None
+    ) -> Result:
         p = subprocess.run(
-            [sys.executable, "-m", "tui.cli", *args], cwd=self.root, env=self.env(**(env or {})),
-            capture_output=True, text=True, timeout=timeout, input=input,
+            [sys.executable, "-m", "tui.cli", *args],
+            cwd=self.root,
+            env=self.env(**(env or {})),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
         )
         return Result(p.returncode, p.stdout, p.stderr)
 
-    def ok(self, *args: str, **kw) -> Result:  # noqa: ANN003
+    def ok(self, *args: str, **kw) -> Result:
         r = self.sluice(*args, **kw)
         assert r.code == 0, f"sluice {' '.join(args)} -> {r.code}\nstdout: {r.out}\nstderr: {r.err}"
         return r
 
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "tui.cli", *args], cwd=self.root, env=self.env(**(env or {})),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "tui.cli", *args],
+            cwd=self.root,
+            env=self.env(**(env or {})),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def engine_info(self) -> dict | None:
         try:
@@ -74,7 +86,7 @@ class Proj:
         except (OSError, ValueError):
             return None
 
-    def service(self):  # noqa: ANN201
+    def service(self):
         from core.service import Service
 
         return Service.open(self.root)
@@ -163,8 +175,13 @@ _pg_counter = [0]
 
 
 @pytest.fixture
-def proj(tmp_path: Path, template_db: Path, backend: str, request: pytest.FixtureRequest,
-         monkeypatch: pytest.MonkeyPatch) -> Iterator[Proj]:
+def proj(
+    tmp_path: Path,
+    template_db: Path,
+    backend: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Proj]:
     root = tmp_path / "proj"
     root.mkdir()
     (root / ".sluice").mkdir()

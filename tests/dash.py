@@ -64,25 +64,62 @@ def fixed_demo(proj: Proj) -> None:
         queueing.add(svc, kind, target, inputs, note=note or None, actor="alice@jump-1")
     wf = svc.project.workflows["release"]
     with svc.db.write() as tx:
-        done = create_run(tx, workflow_plan(svc.project, wf), {"version": "v1"}, trigger="manual", actor="bob@jump-1")
-        held = create_run(tx, workflow_plan(svc.project, wf), {"version": "v2"}, trigger="queue", actor="alice@jump-1")
-        tx.execute("UPDATE runs SET status = 'succeeded', started_at = ?, finished_at = ? WHERE id = ?",
-                   (T0 + 60, T0 + 120, done))
-        tx.execute("UPDATE jobs SET status = 'succeeded', agent = 'qa-1', started_at = ?, finished_at = ?, "
-                   "exit_code = 0, outputs = '{\"binary\":\"app-v1\"}', released_by = 'carol@jump-1', "
-                   "released_at = ?, comment = 'ok' WHERE run_id = ?", (T0 + 60, T0 + 90, T0 + 80, done))
+        done = create_run(
+            tx, workflow_plan(svc.project, wf), {"version": "v1"}, trigger="manual", actor="bob@jump-1"
+        )
+        held = create_run(
+            tx, workflow_plan(svc.project, wf), {"version": "v2"}, trigger="queue", actor="alice@jump-1"
+        )
+        tx.execute(
+            "UPDATE runs SET status = 'succeeded', started_at = ?, finished_at = ? WHERE id = ?",
+            (T0 + 60, T0 + 120, done),
+        )
+        tx.execute(
+            "UPDATE jobs SET status = 'succeeded', agent = 'qa-1', started_at = ?, finished_at = ?, "
+            "exit_code = 0, outputs = '{\"binary\":\"app-v1\"}', released_by = 'carol@jump-1', "
+            "released_at = ?, comment = 'ok' WHERE run_id = ?",
+            (T0 + 60, T0 + 90, T0 + 80, done),
+        )
         tx.execute("UPDATE runs SET status = 'on_hold', started_at = ? WHERE id = ?", (T0 + 200, held))
-        tx.execute("UPDATE jobs SET status = 'succeeded', agent = 'qa-1', started_at = ?, finished_at = ?, "
-                   "exit_code = 0 WHERE run_id = ? AND name = 'build'", (T0 + 200, T0 + 210, held))
-        tx.execute("UPDATE jobs SET status = 'held', reason = 'Ship it?' WHERE run_id = ? AND name = 'ship'", (held,))
+        tx.execute(
+            "UPDATE jobs SET status = 'succeeded', agent = 'qa-1', started_at = ?, finished_at = ?, "
+            "exit_code = 0 WHERE run_id = ? AND name = 'build'",
+            (T0 + 200, T0 + 210, held),
+        )
+        tx.execute(
+            "UPDATE jobs SET status = 'held', reason = 'Ship it?' WHERE run_id = ? AND name = 'ship'", (held,)
+        )
         for name, env, state_enabled in [("qa-1", '["qa"]', 1), ("prod-1", '["prod"]', 0)]:
-            tx.insert("agents", {"name": name, "host": "jump-1", "pid": 1, "environments": env,
-                                 "resources": '["linux"]', "capacity": 2, "enabled": state_enabled, "lost": 0,
-                                 "started_at": T0, "heartbeat_at": T0 + 300})
-        tx.insert("log_chunks", {"job_id": 1, "run_id": done, "seq": 1, "stream": "sluice",
-                                 "data": "--- step 1: build\n", "at": T0 + 61})
-        tx.insert("log_chunks", {"job_id": 1, "run_id": done, "seq": 2, "stream": "out",
-                                 "data": "building v1\n", "at": T0 + 62})
+            tx.insert(
+                "agents",
+                {
+                    "name": name,
+                    "host": "jump-1",
+                    "pid": 1,
+                    "environments": env,
+                    "resources": '["linux"]',
+                    "capacity": 2,
+                    "enabled": state_enabled,
+                    "lost": 0,
+                    "started_at": T0,
+                    "heartbeat_at": T0 + 300,
+                },
+            )
+        tx.insert(
+            "log_chunks",
+            {
+                "job_id": 1,
+                "run_id": done,
+                "seq": 1,
+                "stream": "sluice",
+                "data": "--- step 1: build\n",
+                "at": T0 + 61,
+            },
+        )
+        tx.insert(
+            "log_chunks",
+            {"job_id": 1, "run_id": done, "seq": 2, "stream": "out", "data": "building v1\n", "at": T0 + 62},
+        )
     flow.pause(svc, "teardown-dns", "DNS freeze until Monday", actor="carol@jump-1")
     with svc.db.write() as tx:
         tx.execute("UPDATE queue_items SET queued_at = ? + id * 60", (T0,))
@@ -90,7 +127,7 @@ def fixed_demo(proj: Proj) -> None:
         tx.execute("UPDATE workflow_states SET paused_at = ?", (T0 + 400,))
 
 
-def app_for(proj: Proj, **kw):  # noqa: ANN201, ANN003
+def app_for(proj: Proj, **kw):
     from tui.app import SluiceApp
 
     kw.setdefault("start_engine", False)

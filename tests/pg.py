@@ -44,6 +44,7 @@ class Server:
 
     def _run(self, *argv: str) -> None:
         if self.user is not None:
+
             def demote() -> None:
                 os.setgid(self.user.pw_gid)
                 os.setuid(self.user.pw_uid)
@@ -61,12 +62,32 @@ class Server:
                 if parent == Path("/"):
                     break
                 parent.chmod(parent.stat().st_mode | 0o005)
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                  "--no-sync")
-        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.base} -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=400")
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.base / "log"), "-w",
-                  "start")
+        self._run(
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
+        opts = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.base} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=400"
+        )
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            opts,
+            "-l",
+            str(self.base / "log"),
+            "-w",
+            "start",
+        )
 
     def stop(self) -> None:
         try:

@@ -16,13 +16,15 @@ SETTINGS = "name: t\nenvironments: {qa: {}, prod: {}}\n"
 def start_agent(proj: Proj, name: str, *args: str) -> subprocess.Popen[str]:
     p = proj.popen("agent", "start", "--name", name, *args, env=ENV)
     svc = proj.service()
-    proj.wait_for(lambda: svc.db.scalar("SELECT COUNT(*) FROM agents WHERE name = ? AND lost = 0", (name,)),
-                  what=f"agent {name}")
+    proj.wait_for(
+        lambda: svc.db.scalar("SELECT COUNT(*) FROM agents WHERE name = ? AND lost = 0", (name,)),
+        what=f"agent {name}",
+    )
     return p
 
 
 @pytest.fixture
-def agents(proj: Proj):  # noqa: ANN201
+def agents(proj: Proj):
     procs: list[subprocess.Popen[str]] = []
 
     def start(name: str, *args: str) -> subprocess.Popen[str]:
@@ -41,10 +43,12 @@ def jobs(view: dict) -> dict[str, dict]:
     return {j["name"]: j for j in view["jobs"]}
 
 
-def test_environment_fencing_both_ways(proj: Proj, agents) -> None:  # noqa: ANN001
+def test_environment_fencing_both_ways(proj: Proj, agents) -> None:
     proj.write("sluice.yaml", SETTINGS)
     proj.write("workflows/qa.yaml", 'name: to-qa\nenvironment: qa\njobs: {a: {steps: [{run: "true"}]}}\n')
-    proj.write("workflows/prod.yaml", 'name: to-prod\nenvironment: prod\njobs: {a: {steps: [{run: "true"}]}}\n')
+    proj.write(
+        "workflows/prod.yaml", 'name: to-prod\nenvironment: prod\njobs: {a: {steps: [{run: "true"}]}}\n'
+    )
     proj.write("workflows/none.yaml", 'name: anywhere\njobs: {a: {steps: [{run: "true"}]}}\n')
     proj.ok("engine", "start", env=ENV)  # runs the implicit `local` agent, in no environment
     agents("qa-1", "--env", "qa")
@@ -58,38 +62,48 @@ def test_environment_fencing_both_ways(proj: Proj, agents) -> None:  # noqa: ANN
     assert placed == {("to-qa", "qa-1"), ("to-prod", "prod-1"), ("anywhere", "local")}
 
 
-def test_resources_and_the_waiting_reason(proj: Proj, agents) -> None:  # noqa: ANN001
+def test_resources_and_the_waiting_reason(proj: Proj, agents) -> None:
     proj.write("sluice.yaml", SETTINGS)
-    proj.write("workflows/train.yaml", """\
+    proj.write(
+        "workflows/train.yaml",
+        """\
         name: train
         environment: qa
         jobs: {fit: {resources: [gpu], steps: [{run: "true"}]}}
-        """)
+        """,
+    )
     proj.ok("engine", "start", env=ENV)
     agents("qa-cpu", "--env", "qa", "--resource", "linux")
     proj.ok("workflow", "run", "train", "--detach", env=ENV)
     svc = proj.service()
-    proj.wait_for(lambda: jobs(svc.run_view(1))["fit"]["reason"] == "no enabled agent in qa with resources [gpu]",
-                  what="the waiting reason")
+    proj.wait_for(
+        lambda: jobs(svc.run_view(1))["fit"]["reason"] == "no enabled agent in qa with resources [gpu]",
+        what="the waiting reason",
+    )
     agents("qa-gpu", "--env", "qa", "--resource", "linux", "--resource", "gpu")
     view = svc.wait_run(1)
     assert view["status"] == "succeeded" and jobs(view)["fit"]["agent"] == "qa-gpu"
 
 
-def test_capacity_busy_reason_and_agent_list(proj: Proj, agents) -> None:  # noqa: ANN001
+def test_capacity_busy_reason_and_agent_list(proj: Proj, agents) -> None:
     proj.write("sluice.yaml", SETTINGS)
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         environment: qa
         jobs:
           a: {parallelism: 3, steps: [{run: 'echo "start $(date +%s.%N)" >> "$SLUICE_PROJECT/spans"; sleep 0.5; echo "end $(date +%s.%N)" >> "$SLUICE_PROJECT/spans"'}]}
-        """)
+        """,
+    )
     proj.ok("engine", "start", env=ENV)
     agents("qa-1", "--env", "qa", "--capacity", "1")
     proj.ok("workflow", "run", "w", "--detach", env=ENV)
     svc = proj.service()
-    proj.wait_for(lambda: any(j["reason"] == "all 1 matching agent busy" for j in svc.run_view(1)["jobs"]),
-                  what="busy reason")
+    proj.wait_for(
+        lambda: any(j["reason"] == "all 1 matching agent busy" for j in svc.run_view(1)["jobs"]),
+        what="busy reason",
+    )
     listing = {a["name"]: a for a in proj.ok("agent", "list", "--json").json}
     assert listing["qa-1"]["state"] == "busy" and listing["qa-1"]["jobs"][0].startswith("#1 a[")
     assert listing["qa-1"]["environments"] == ["qa"] and listing["qa-1"]["capacity"] == 1
@@ -101,42 +115,53 @@ def test_capacity_busy_reason_and_agent_list(proj: Proj, agents) -> None:  # noq
     assert proj.ok("agent", "list", "--json").json[1]["state"] == "idle"
 
 
-def test_run_on_all_agents(proj: Proj, agents) -> None:  # noqa: ANN001
+def test_run_on_all_agents(proj: Proj, agents) -> None:
     proj.write("sluice.yaml", SETTINGS)
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         environment: qa
         jobs:
           deploy-all: {run_on_all_agents: true, steps: [{run: 'echo "on $SLUICE_AGENT"'}]}
           after: {needs: [deploy-all], steps: [{run: "true"}]}
-        """)
-    proj.write("workflows/p.yaml", """\
+        """,
+    )
+    proj.write(
+        "workflows/p.yaml",
+        """\
         name: p
         environment: prod
         jobs: {deploy-all: {run_on_all_agents: true, steps: [{run: "true"}]}}
-        """)
+        """,
+    )
     proj.ok("engine", "start", env=ENV)
     agents("qa-1", "--env", "qa")
     agents("qa-2", "--env", "qa")
     view = proj.ok("workflow", "run", "w", "--json", env=ENV).json
     js = jobs(view)
     assert {n: j["agent"] for n, j in js.items() if n.startswith("deploy-all")} == {
-        "deploy-all[qa-1]": "qa-1", "deploy-all[qa-2]": "qa-2"}
+        "deploy-all[qa-1]": "qa-1",
+        "deploy-all[qa-2]": "qa-2",
+    }
     assert js["after"]["status"] == "succeeded"
     r = proj.sluice("workflow", "run", "p", "--json", env=ENV)
     assert r.code == 1
     assert r.json["jobs"][0]["reason"] == "no enabled agent in prod (run_on_all_agents)"
 
 
-def test_disable_finishes_current_job_and_takes_no_more(proj: Proj, agents) -> None:  # noqa: ANN001
+def test_disable_finishes_current_job_and_takes_no_more(proj: Proj, agents) -> None:
     proj.write("sluice.yaml", SETTINGS)
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         environment: qa
         jobs:
           one: {steps: [{run: 'sleep 1'}]}
           two: {needs: [one], steps: [{run: 'true'}]}
-        """)
+        """,
+    )
     proj.ok("engine", "start", env=ENV)
     agents("qa-1", "--env", "qa")
     proj.ok("workflow", "run", "w", "--detach", env=ENV)
@@ -144,8 +169,10 @@ def test_disable_finishes_current_job_and_takes_no_more(proj: Proj, agents) -> N
     proj.wait_for(lambda: jobs(svc.run_view(1))["one"]["status"] == "running", what="one running")
     proj.ok("agent", "disable", "qa-1")
     proj.wait_for(lambda: jobs(svc.run_view(1))["one"]["status"] == "succeeded", what="current job finished")
-    proj.wait_for(lambda: jobs(svc.run_view(1))["two"]["reason"] == "no enabled agent in qa (qa-1 disabled)",
-                  what="two waits")
+    proj.wait_for(
+        lambda: jobs(svc.run_view(1))["two"]["reason"] == "no enabled agent in qa (qa-1 disabled)",
+        what="two waits",
+    )
     assert proj.ok("agent", "list", "--json").json[1]["state"] == "disabled"
     proj.ok("agent", "enable", "qa-1")
     assert svc.wait_run(1)["status"] == "succeeded"
@@ -153,15 +180,18 @@ def test_disable_finishes_current_job_and_takes_no_more(proj: Proj, agents) -> N
     assert proj.sluice("agent", "disable", "nobody").code == 4
 
 
-def test_agent_killed_mid_job_is_lost_and_retry_runs_elsewhere(proj: Proj, agents) -> None:  # noqa: ANN001
+def test_agent_killed_mid_job_is_lost_and_retry_runs_elsewhere(proj: Proj, agents) -> None:
     proj.write("sluice.yaml", SETTINGS)
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         environment: qa
         jobs:
           long: {retry: {limit: 1}, steps: [{run: 'echo "$SLUICE_AGENT" >> "$SLUICE_PROJECT/ran"; sleep 2'}]}
           once: {steps: [{run: 'echo once-$SLUICE_AGENT >> "$SLUICE_PROJECT/ran"; sleep 30'}]}
-        """)
+        """,
+    )
     proj.ok("engine", "start", env=ENV)
     first = agents("qa-1", "--env", "qa", "--capacity", "2")
     proj.ok("workflow", "run", "w", "--detach", env=ENV)
@@ -180,7 +210,7 @@ def test_agent_killed_mid_job_is_lost_and_retry_runs_elsewhere(proj: Proj, agent
     assert {a["name"]: a["state"] for a in proj.ok("agent", "list", "--json").json}["qa-1"] == "lost"
 
 
-def test_two_agents_of_one_name_are_refused(proj: Proj, agents) -> None:  # noqa: ANN001
+def test_two_agents_of_one_name_are_refused(proj: Proj, agents) -> None:
     proj.write("sluice.yaml", SETTINGS)
     agents("qa-1", "--env", "qa")
     r = proj.sluice("agent", "start", "--name", "qa-1", "--env", "qa", env=ENV)
@@ -190,17 +220,22 @@ def test_two_agents_of_one_name_are_refused(proj: Proj, agents) -> None:  # noqa
 
 
 @pytest.mark.sqlite_only("cuts the agent off by holding SQLite's write lock")
-def test_agent_cut_off_from_the_store_stops_its_jobs(proj: Proj, agents) -> None:  # noqa: ANN001
+def test_agent_cut_off_from_the_store_stops_its_jobs(proj: Proj, agents) -> None:
     import sqlite3
 
     proj.write("sluice.yaml", SETTINGS)
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         environment: qa
         jobs: {long: {steps: [{run: 'echo $$ > "$SLUICE_PROJECT/pid"; sleep 60'}]}}
-        """)
+        """,
+    )
     proj.ok("engine", "start", env=ENV)
-    p = proj.popen("agent", "start", "--name", "qa-1", "--env", "qa", env={**ENV, "SLUICE_BUSY_TIMEOUT": "0.3"})
+    p = proj.popen(
+        "agent", "start", "--name", "qa-1", "--env", "qa", env={**ENV, "SLUICE_BUSY_TIMEOUT": "0.3"}
+    )
     try:
         svc = proj.service()
         proj.wait_for(lambda: svc.db.scalar("SELECT COUNT(*) FROM agents WHERE name = 'qa-1'"), what="agent")

@@ -14,11 +14,11 @@ from conftest import Proj
 from dash import app_for, build, fixed_demo
 
 
-def run(coro) -> None:  # noqa: ANN001
+def run(coro) -> None:
     asyncio.run(coro)
 
 
-async def settle(pilot, app, until=None, timeout: float = 10.0) -> None:  # noqa: ANN001
+async def settle(pilot, app, until=None, timeout: float = 10.0) -> None:
     """Let workers finish and refresh the visible data; optionally until a condition holds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -53,7 +53,10 @@ def test_execute_marked_items_with_confirmation(proj: Proj) -> None:
             await pilot.press("y")
             await settle(pilot, app)
             # teardown-dns is paused: its item stays queued and the dashboard says why
-            assert any("#1 stays queued: workflow teardown-dns is paused" in n.message for n in app._notifications)
+            assert any(
+                "#1 stays queued: workflow teardown-dns is paused" in n.message for n in app._notifications
+            )
+
     run(go())
     assert items(proj) == {1: "queued", 2: "executed", 3: "queued", 4: "queued"}
     runs = proj.service().db.all("SELECT queue_item_id, trigger FROM runs WHERE queue_item_id IS NOT NULL")
@@ -69,6 +72,7 @@ def test_execute_without_marks_takes_the_cursor_row(proj: Proj) -> None:
             await settle(pilot, app)
             await pilot.press("down", "down", "x", "y")
             await settle(pilot, app)
+
     run(go())
     assert items(proj)[3] == "executed" and items(proj)[1] == "queued"
 
@@ -91,6 +95,7 @@ def test_purge_cancel_then_confirm(proj: Proj) -> None:
             assert items(proj)[1] == "queued"
             await pilot.press("d", "y")
             await settle(pilot, app)
+
     run(go())
     assert items(proj) == {1: "purged", 2: "queued", 3: "queued", 4: "queued"}
     assert proj.service().db.scalar("SELECT COUNT(*) FROM runs WHERE queue_item_id IS NOT NULL") == 0
@@ -112,6 +117,7 @@ def test_release_with_comment_and_field(proj: Proj) -> None:
             assert isinstance(app.screen, FormScreen)
             await pilot.press(*"looks good", "enter", *"CHG-9", "enter")
             await settle(pilot, app)
+
     run(go())
     ship = proj.service().db.one("SELECT * FROM jobs WHERE run_id = 2 AND name = 'ship'")
     assert ship["status"] == "waiting" and ship["comment"] == "looks good"
@@ -129,6 +135,7 @@ def test_release_with_bad_field_is_refused_in_a_notification(proj: Proj) -> None
             await pilot.press("r", "enter", *"nope", "enter")
             await settle(pilot, app)
             assert any("does not match pattern" in n.message for n in app._notifications)
+
     run(go())
     assert proj.service().db.scalar("SELECT status FROM jobs WHERE run_id = 2 AND name = 'ship'") == "held"
 
@@ -145,6 +152,7 @@ def test_reject_asks_for_a_reason(proj: Proj) -> None:
             assert "required" in str(app.screen.query_one("#dialog-error").render())
             await pilot.press(*"smoke tests flaky", "enter")
             await settle(pilot, app)
+
     run(go())
     ship = proj.service().db.one("SELECT * FROM jobs WHERE run_id = 2 AND name = 'ship'")
     assert ship["status"] == "rejected" and ship["reason"].endswith("smoke tests flaky")
@@ -166,6 +174,7 @@ def test_run_view_release_and_cancel(proj: Proj) -> None:
             await pilot.press("c")
             await pilot.press("y")
             await settle(pilot, app)
+
     run(go())
     assert proj.service().db.scalar("SELECT cancel_requested FROM runs WHERE id = 2") == 1
 
@@ -183,6 +192,7 @@ def test_pause_and_unpause_a_workflow(proj: Proj) -> None:
             await settle(pilot, app, until=lambda: app.pane("workflows").current()["paused"])
             await pilot.press("down", "u")  # teardown-dns was paused by the fixture
             await settle(pilot, app, until=lambda: not app.pane("workflows").data["teardown-dns"]["paused"])
+
     run(go())
     rows = {r["workflow"]: r for r in proj.service().db.all("SELECT * FROM workflow_states")}
     assert rows["release"]["paused"] == 1 and rows["release"]["pause_reason"] == "change freeze"
@@ -199,6 +209,7 @@ def test_start_a_run_with_the_inputs_form(proj: Proj) -> None:
             await settle(pilot, app)
             await pilot.press("s", *"v9", "enter")
             await settle(pilot, app)
+
     run(go())
     run_row = proj.service().db.one("SELECT * FROM runs")
     assert run_row["target"] == "release" and run_row["inputs"] == '{"version":"v9"}'
@@ -219,6 +230,7 @@ def test_read_only_has_no_actions(proj: Proj) -> None:
             await settle(pilot, app)
             await pilot.press("r", "R", "c")
             assert app.screen is app.screen_stack[0]
+
     run(go())
     assert set(items(proj).values()) == {"queued"}
     assert proj.service().db.scalar("SELECT status FROM jobs WHERE run_id = 2 AND name = 'ship'") == "held"
@@ -239,6 +251,7 @@ def test_filter_is_done_in_the_store(proj: Proj) -> None:
             await pilot.press("slash", "escape")
             await settle(pilot, app)
             assert len(queue.data) == 4
+
     run(go())
 
 
@@ -256,6 +269,7 @@ def test_changes_from_another_terminal_appear_within_a_second(proj: Proj) -> Non
                 await pilot.pause(0.05)
             assert app.pane("queue").table.row_count == 1
             assert time.monotonic() - t < 2.0  # "within a second", with room for a loaded CI machine
+
     run(go())
 
 
@@ -264,9 +278,19 @@ def test_window_of_many_items_shows_a_count(proj: Proj) -> None:
     svc = proj.service()
     with svc.db.write() as tx:
         for i in range(1200):
-            tx.insert("queue_items", {"kind": "method", "target": "m.t", "inputs": f'{{"n":"{i}"}}',
-                                      "inputs_key": f'{{"n":"{i}"}}', "pins": "{}", "status": "queued",
-                                      "queued_by": "a@b", "queued_at": 1.0 + i})
+            tx.insert(
+                "queue_items",
+                {
+                    "kind": "method",
+                    "target": "m.t",
+                    "inputs": f'{{"n":"{i}"}}',
+                    "inputs_key": f'{{"n":"{i}"}}',
+                    "pins": "{}",
+                    "status": "queued",
+                    "queued_by": "a@b",
+                    "queued_at": 1.0 + i,
+                },
+            )
 
     async def go() -> None:
         app = app_for(proj)
@@ -275,6 +299,7 @@ def test_window_of_many_items_shows_a_count(proj: Proj) -> None:
             queue = app.pane("queue")
             assert queue.table.row_count == 500
             assert "500 of 1,200" in str(queue.border_title)
+
     run(go())
 
 
@@ -293,6 +318,7 @@ def test_help_shows_the_focused_panes_keys(proj: Proj) -> None:
             assert keys["x"] == "Execute" and keys["space"] == "Mark" and keys["/"] == "Filter"
             await pilot.press("escape", "2", "question_mark")
             assert dict(app.screen.keys)["r"] == "Release"
+
     run(go())
 
 
@@ -300,8 +326,15 @@ def test_sighup_ends_the_dashboard_and_runs_go_on(proj: Proj) -> None:
     proj.write("workflows/w.yaml", 'name: w\njobs: {j: {steps: [{run: "sleep 1.5; echo done"}]}}\n')
     proj.ok("workflow", "run", "w", "--detach")
     master, slave = pty.openpty()
-    p = subprocess.Popen([sys.executable, "-m", "tui.cli", "tui"], cwd=proj.root, env={**proj.env(), "TERM": "xterm"},
-                         stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "tui"],
+        cwd=proj.root,
+        env={**proj.env(), "TERM": "xterm"},
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
     os.close(slave)
     time.sleep(2.5)
     assert p.poll() is None
@@ -335,8 +368,15 @@ def test_nothing_is_sent_to_the_terminal_while_nothing_changes(proj: Proj) -> No
     import termios
 
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    p = subprocess.Popen([sys.executable, "-m", "tui.cli", "tui"], cwd=proj.root, env={**proj.env(), "TERM": "xterm"},
-                         stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "tui"],
+        cwd=proj.root,
+        env={**proj.env(), "TERM": "xterm"},
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
     os.close(slave)
     try:
         first = _read_for(master, 4.0)

@@ -39,7 +39,10 @@ def test_timeout_kills_the_process_tree(proj: Proj) -> None:
 
 
 def test_cancel_kills_the_process_tree(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", TREE.format(extra="env: {A: b}") + "  after: {needs: [long], steps: [{run: echo no}]}\n")
+    proj.write(
+        "workflows/w.yaml",
+        TREE.format(extra="env: {A: b}") + "  after: {needs: [long], steps: [{run: echo no}]}\n",
+    )
     proj.ok("workflow", "run", "w", "--detach")
     pids = child_pids(proj, 3)
     assert len(pids_alive(pids)) == 3
@@ -53,11 +56,14 @@ def test_cancel_kills_the_process_tree(proj: Proj) -> None:
 
 
 def test_cancel_escalates_to_sigkill(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         jobs:
           stubborn: {steps: [{run: "trap '' TERM; echo $$ > pids; while true; do sleep 0.1; done"}]}
-        """)
+        """,
+    )
     proj.ok("workflow", "run", "w", "--detach")
     pids = child_pids(proj, 1)
     proj.ok("run", "cancel", "1", "--wait")  # SLUICE_KILL_GRACE=2 in tests
@@ -66,7 +72,9 @@ def test_cancel_escalates_to_sigkill(proj: Proj) -> None:
 
 
 def test_retry_reruns_failed_jobs_up_to_the_limit(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         jobs:
           flaky:
@@ -75,7 +83,8 @@ def test_retry_reruns_failed_jobs_up_to_the_limit(proj: Proj) -> None:
           never:
             retry: {limit: 2, exit_codes: [75]}
             steps: [{run: 'echo y >> tries2; exit 1'}]
-        """)
+        """,
+    )
     r = proj.sluice("workflow", "run", "w", "--json")
     js = {j["name"]: j for j in r.json["jobs"]}
     assert js["flaky"]["status"] == "succeeded"
@@ -86,19 +95,24 @@ def test_retry_reruns_failed_jobs_up_to_the_limit(proj: Proj) -> None:
 
 
 def test_engine_sigkill_then_restart_is_consistent(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         jobs:
           slow: {steps: [{run: 'echo $$ > pids; echo started >> starts; sleep 300'}]}
           next: {needs: [slow], if: always, steps: [{run: 'echo next >> starts'}]}
-        """)
+        """,
+    )
     proj.ok("workflow", "run", "w", "--detach")
     pids = child_pids(proj, 1)
     proj.kill_engine(signal.SIGKILL)
     assert pids_alive(pids) == pids  # the job's process outlives the engine in its own session
     proj.ok("engine", "start")
-    view = proj.wait_for(lambda: (v := proj.ok("run", "show", "1", "--json").json)["status"] == "failed" and v,
-                         what="run to finish after restart")
+    view = proj.wait_for(
+        lambda: (v := proj.ok("run", "show", "1", "--json").json)["status"] == "failed" and v,
+        what="run to finish after restart",
+    )
     js = {j["name"]: j for j in view["jobs"]}
     assert js["slow"]["status"] == "failed" and js["slow"]["reason"] == "engine restarted"
     assert js["next"]["status"] == "succeeded"
@@ -107,19 +121,24 @@ def test_engine_sigkill_then_restart_is_consistent(proj: Proj) -> None:
 
 
 def test_engine_sigkill_at_random_moments_never_leaves_running_jobs(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         jobs:
           a: {parallelism: 6, steps: [{run: 'echo "$SLUICE_JOB" >> starts; sleep 0.2'}]}
           b: {needs: [a], if: always, steps: [{run: 'echo "$SLUICE_JOB" >> starts'}]}
-        """)
+        """,
+    )
     for i in range(3):
         proj.ok("workflow", "run", "w", "--detach")
         time.sleep(0.15 * (i + 1))
         proj.kill_engine(signal.SIGKILL)
         proj.ok("engine", "start")
     svc = proj.service()
-    proj.wait_for(lambda: all(r["status"] in ("succeeded", "failed") for r in svc.list_runs()), what="all runs final")
+    proj.wait_for(
+        lambda: all(r["status"] in ("succeeded", "failed") for r in svc.list_runs()), what="all runs final"
+    )
     for run in svc.list_runs():
         for j in run["jobs"]:
             assert j["status"] in ("succeeded", "failed", "skipped"), j
@@ -131,10 +150,13 @@ def test_engine_sigkill_at_random_moments_never_leaves_running_jobs(proj: Proj) 
 
 
 def test_large_output_streams_in_bounded_memory(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         jobs: {big: {steps: [{run: "head -c 80000000 /dev/zero | tr '\\\\0' x | fold -w 100"}]}}
-        """)
+        """,
+    )
     proj.ok("workflow", "run", "w", "--detach")
     info = proj.wait_for(proj.engine_info, what="engine")
     peak = 0
@@ -202,8 +224,11 @@ def test_an_engine_that_lost_its_lease_writes_nothing_and_stops(proj: Proj) -> N
     info = proj.engine_info()
     svc = proj.service()
     with svc.db.write() as tx:  # what a standby does when it takes over
-        tx.execute("UPDATE leases SET holder = 'other-host:1:x', token = token + 1, expires_at = ? "
-                   "WHERE name = 'scheduler'", (time.time() + 60,))
+        tx.execute(
+            "UPDATE leases SET holder = 'other-host:1:x', token = token + 1, expires_at = ? "
+            "WHERE name = 'scheduler'",
+            (time.time() + 60,),
+        )
     run_id = svc.run_workflow("w", {})
     proj.wait_for(lambda: gone(info["pid"]), what="the fenced engine to stop")
     assert svc.run_view(run_id)["status"] == "pending"  # it moved nothing on

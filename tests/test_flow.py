@@ -64,8 +64,13 @@ def test_seed_004_concurrency_gate(proj: Proj) -> None:
     assert all(svc.run_view(i)["status"] == "succeeded" for i in (1, 2, 3))
     assert "waiting: group gate (behind run #1)" in reasons
     s = spans(proj)
-    gate = {r: (next(t for rr, w, t in s if rr == r and w == "gate-start"),
-                next(t for rr, w, t in s if rr == r and w == "gate-end")) for r in (1, 2, 3)}
+    gate = {
+        r: (
+            next(t for rr, w, t in s if rr == r and w == "gate-start"),
+            next(t for rr, w, t in s if rr == r and w == "gate-end"),
+        )
+        for r in (1, 2, 3)
+    }
     # gate spans never overlap, and runs pass in creation order
     assert gate[1][1] < gate[2][0] and gate[2][1] < gate[3][0]
     # unit tests (outside the gate) of all runs ran before run 1 left the gate: parallel outside
@@ -98,8 +103,10 @@ def test_seed_000_qa_story_timer_lock_and_sign_off(proj: Proj) -> None:
     svc = proj.service()
     proj.wait_for(lambda: svc.db.scalar("SELECT COUNT(*) FROM runs") == 1, what="first timer fire")
     proj.wait_for(lambda: svc.run_view(1)["status"] == "on_hold", what="QA testing (held sign-off)")
-    proj.wait_for(lambda: svc.db.scalar("SELECT COUNT(*) FROM timer_fires WHERE status = 'skipped'") >= 1,
-                  what="a fire skipped while QA tests")
+    proj.wait_for(
+        lambda: svc.db.scalar("SELECT COUNT(*) FROM timer_fires WHERE status = 'skipped'") >= 1,
+        what="a fire skipped while QA tests",
+    )
     skipped = svc.db.one("SELECT * FROM timer_fires WHERE status = 'skipped' ORDER BY id LIMIT 1")
     assert skipped["reason"] == "workflow qa-deploy is locked by run #1 (on_hold, lock: until_complete)"
     ev = next(e for e in proj.ok("history", "--json", "--limit", "200").json if e["kind"] == "timer.skipped")
@@ -117,7 +124,9 @@ def test_seed_000_qa_story_timer_lock_and_sign_off(proj: Proj) -> None:
 
 
 def test_timer_fires_once_with_two_engines(proj: Proj, tmp_path: Path) -> None:
-    proj.write("workflows/tick.yaml", 'name: tick\ntimer: "* * * * * *"\njobs: {a: {steps: [{run: "true"}]}}\n')
+    proj.write(
+        "workflows/tick.yaml", 'name: tick\ntimer: "* * * * * *"\njobs: {a: {steps: [{run: "true"}]}}\n'
+    )
     db_url = proj.db_url or f"sqlite:///{proj.root / '.sluice' / 'state.db'}"
     other = Proj(tmp_path / "other", proj.template_db)
     other.root.mkdir()
@@ -138,7 +147,11 @@ def test_timer_fires_once_with_two_engines(proj: Proj, tmp_path: Path) -> None:
     assert len({f["fire_at"] for f in fires}) == len(fires)  # each fire time recorded once
     runs = svc.db.scalar("SELECT COUNT(*) FROM runs WHERE trigger = 'timer'")
     assert runs == sum(1 for f in fires if f["status"] == "started")
-    holders = {e["message"] for e in proj.ok("history", "--json", "--limit", "500").json if e["kind"] == "engine.started"}
+    holders = {
+        e["message"]
+        for e in proj.ok("history", "--json", "--limit", "500").json
+        if e["kind"] == "engine.started"
+    }
     assert len(holders) == 2  # both engines were the scheduler in turn
 
 
@@ -146,14 +159,21 @@ LEASE_TAKEOVER = 13.0  # the standby waits for the killed engine's 10 s lease to
 
 
 def test_catch_up_latest_runs_the_latest_missed_fire_once(proj: Proj) -> None:
-    proj.write("workflows/hourly.yaml",
-               'name: hourly\ntimer: {cron: "0 * * * *", catch_up: latest}\njobs: {a: {steps: [{run: "true"}]}}\n')
-    proj.write("workflows/quiet.yaml",
-               'name: quiet\ntimer: {cron: "0 * * * *", catch_up: none}\njobs: {a: {steps: [{run: "true"}]}}\n')
+    proj.write(
+        "workflows/hourly.yaml",
+        'name: hourly\ntimer: {cron: "0 * * * *", catch_up: latest}\njobs: {a: {steps: [{run: "true"}]}}\n',
+    )
+    proj.write(
+        "workflows/quiet.yaml",
+        'name: quiet\ntimer: {cron: "0 * * * *", catch_up: none}\njobs: {a: {steps: [{run: "true"}]}}\n',
+    )
     svc = proj.service()
     with svc.db.write() as tx:  # the engine last fired both five hours ago: five fires were missed since
         for wf in ("hourly", "quiet"):
-            tx.insert("timer_fires", {"workflow": wf, "fire_at": (time.time() // 3600 - 5) * 3600, "status": "started"})
+            tx.insert(
+                "timer_fires",
+                {"workflow": wf, "fire_at": (time.time() // 3600 - 5) * 3600, "status": "started"},
+            )
     proj.ok("engine", "start")
     proj.wait_for(lambda: svc.db.scalar("SELECT COUNT(*) FROM runs") == 1, what="the catch-up run")
     time.sleep(1)
@@ -222,7 +242,9 @@ def test_trigger_fails_when_the_child_fails_or_is_refused(proj: Proj) -> None:
 
 
 def test_manual_circleback_releases_the_parent_hold(proj: Proj) -> None:
-    proj.write("workflows/a.yaml", """\
+    proj.write(
+        "workflows/a.yaml",
+        """\
         name: a
         jobs:
           kick: {trigger: {workflow: b, wait: false}}
@@ -231,8 +253,11 @@ def test_manual_circleback_releases_the_parent_hold(proj: Proj) -> None:
             needs: [wait-for-b]
             # b released the hold from its last step, so b may still be finishing: read its result once it has one
             steps: [{run: 'for i in $(seq 100); do sluice run show 2 --json | grep -q "\\"status\\": \\"succeeded\\"" && { echo "b succeeded"; exit 0; }; sleep 0.1; done; exit 1'}]
-        """)
-    proj.write("workflows/b.yaml", """\
+        """,
+    )
+    proj.write(
+        "workflows/b.yaml",
+        """\
         name: b
         jobs:
           work:
@@ -240,7 +265,8 @@ def test_manual_circleback_releases_the_parent_hold(proj: Proj) -> None:
               - run: 'echo working'
               - when: always
                 run: 'sluice workflow release wait-for-b --run "$SLUICE_PARENT_RUN_ID" --comment "from b"'
-        """)
+        """,
+    )
     proj.ok("workflow", "run", "a", "--detach")
     svc = proj.service()
     view = svc.wait_run(1, stop_on_hold=False)
@@ -252,14 +278,17 @@ def test_manual_circleback_releases_the_parent_hold(proj: Proj) -> None:
 
 
 def test_pause_refuses_every_source_and_in_flight_runs_wait(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         timer: "* * * * * *"
         jobs:
           first: {steps: [{run: 'sleep 1'}]}
           second: {needs: [first], steps: [{run: 'echo second >> "$SLUICE_PROJECT/ran"'}]}
-        """)
-    proj.write("workflows/caller.yaml", 'name: caller\njobs: {t: {trigger: {workflow: w}}}\n')
+        """,
+    )
+    proj.write("workflows/caller.yaml", "name: caller\njobs: {t: {trigger: {workflow: w}}}\n")
     proj.ok("engine", "start")
     svc = proj.service()
     proj.wait_for(lambda: svc.db.scalar("SELECT COUNT(*) FROM runs") >= 1, what="a timer run")
@@ -275,28 +304,35 @@ def test_pause_refuses_every_source_and_in_flight_runs_wait(proj: Proj) -> None:
     # schedule
     proj.ok("workflow", "schedule", "w", "--at", "+1s", "-i") if False else None
     # timer: fires are skipped with the reason
-    proj.wait_for(lambda: svc.db.scalar("SELECT COUNT(*) FROM timer_fires WHERE status = 'skipped'") >= 1,
-                  what="a skipped fire")
+    proj.wait_for(
+        lambda: svc.db.scalar("SELECT COUNT(*) FROM timer_fires WHERE status = 'skipped'") >= 1,
+        what="a skipped fire",
+    )
     assert "change freeze" in svc.db.scalar("SELECT reason FROM timer_fires WHERE status = 'skipped' LIMIT 1")
     # trigger
     caller = svc.run_workflow("caller", {})
     view = svc.wait_run(caller)
     assert view["jobs"][0]["reason"].startswith("w refused the run: workflow w is paused")
     # the in-flight run: its next job waits with reason paused
-    proj.wait_for(lambda: {j["name"]: j for j in svc.run_view(first_run)["jobs"]}["second"]["reason"] == "paused",
-                  what="second waits: paused")
+    proj.wait_for(
+        lambda: {j["name"]: j for j in svc.run_view(first_run)["jobs"]}["second"]["reason"] == "paused",
+        what="second waits: paused",
+    )
     assert svc.db.scalar("SELECT COUNT(*) FROM runs WHERE target = 'w'") == n_runs
     proj.ok("workflow", "unpause", "w")
     proj.wait_for(lambda: svc.run_view(first_run)["status"] == "succeeded", what="continues on unpause")
 
 
 def test_until_success_lock_and_unlock(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         lock: until_success
         inputs: {code: {default: "0"}, nap: {default: "0"}}
         jobs: {a: {steps: [{run: 'sleep "$INPUT_NAP"; exit "$INPUT_CODE"'}]}}
-        """)
+        """,
+    )
     proj.ok("workflow", "run", "w", "--detach", "-i", "nap=3")
     r = proj.sluice("workflow", "run", "w")
     assert r.code == 3 and "locked by run #1" in r.err
@@ -314,7 +350,10 @@ def test_until_success_lock_and_unlock(proj: Proj) -> None:
 
 
 def test_until_complete_counts_a_held_run(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", 'name: w\nlock: until_complete\njobs: {gate: {hold: true, steps: [{run: "true"}]}}\n')
+    proj.write(
+        "workflows/w.yaml",
+        'name: w\nlock: until_complete\njobs: {gate: {hold: true, steps: [{run: "true"}]}}\n',
+    )
     proj.ok("workflow", "run", "w")
     r = proj.sluice("workflow", "run", "w")
     assert r.code == 3 and "locked by run #1 (on_hold" in r.err
@@ -322,5 +361,7 @@ def test_until_complete_counts_a_held_run(proj: Proj) -> None:
     assert all(p.wait(timeout=60) == 3 for p in procs)  # the lock holds under a race
     proj.ok("workflow", "reject", "gate", "--reason", "no")
     proj.service().wait_run(1)
-    codes = sorted(p.wait(timeout=60) for p in [proj.popen("workflow", "run", "w", "--detach") for _ in range(4)])
+    codes = sorted(
+        p.wait(timeout=60) for p in [proj.popen("workflow", "run", "w", "--detach") for _ in range(4)]
+    )
     assert codes == [0, 3, 3, 3]  # two at the same moment never both start

@@ -49,8 +49,13 @@ def test_run_stops_at_the_hold_and_says_how_to_release(proj: Proj) -> None:
     assert "run #1 ‖ on_hold" in r.out
     view = proj.ok("run", "show", "1", "--json").json
     assert view["status"] == "on_hold"
-    assert statuses(proj, 1) == {"build": "succeeded", "ship": "held", "after-ship": "pending",
-                                 "on-failure": "pending", "always": "pending"}
+    assert statuses(proj, 1) == {
+        "build": "succeeded",
+        "ship": "held",
+        "after-ship": "pending",
+        "on-failure": "pending",
+        "always": "pending",
+    }
 
 
 def test_release_with_comment_and_fields(proj: Proj) -> None:
@@ -61,8 +66,16 @@ def test_release_with_comment_and_fields(proj: Proj) -> None:
     r = proj.sluice("workflow", "release", "ship", env={"SLUICE_USER": "carol"})
     assert r.code == 2 and "missing required field 'ticket'" in r.err
     assert statuses(proj, 1)["ship"] == "held"  # nothing changed
-    proj.ok("workflow", "release", "ship", "--comment", "green looks fine", "--field", "ticket=CHG-7",
-            env={"SLUICE_USER": "carol"})
+    proj.ok(
+        "workflow",
+        "release",
+        "ship",
+        "--comment",
+        "green looks fine",
+        "--field",
+        "ticket=CHG-7",
+        env={"SLUICE_USER": "carol"},
+    )
     svc = proj.service()
     view = svc.wait_run(1)
     assert view["status"] == "succeeded"
@@ -72,8 +85,11 @@ def test_release_with_comment_and_fields(proj: Proj) -> None:
     assert ran(proj)[0] == "shipping with CHG-7 in night (1)"
     assert sorted(ran(proj)[1:]) == ["after", "notify"]
     ev = next(e for e in proj.ok("history", "--json").json if e["kind"] == "job.released")
-    assert ev["actor"].startswith("carol@") and ev["details"]["fields"] == {"ticket": "CHG-7", "window": "night",
-                                                                              "pin": "***"}
+    assert ev["actor"].startswith("carol@") and ev["details"]["fields"] == {
+        "ticket": "CHG-7",
+        "window": "night",
+        "pin": "***",
+    }
 
 
 def test_approvers_users_and_groups(proj: Proj) -> None:
@@ -93,8 +109,13 @@ def test_several_candidates_need_run(proj: Proj) -> None:
     proj.ok("workflow", "run", "release", "-i", "version=1")
     proj.ok("workflow", "run", "release", "-i", "version=2")
     r = proj.sluice("workflow", "release", "ship", "--field", "ticket=CHG-1", env={"SLUICE_USER": "erin"})
-    assert r.code == 3 and "'ship' is on hold in 2 runs: run #1 (release), run #2 (release); pass --run RUN" in r.err
-    proj.ok("workflow", "release", "ship", "--run", "2", "--field", "ticket=CHG-2", env={"SLUICE_USER": "erin"})
+    assert (
+        r.code == 3
+        and "'ship' is on hold in 2 runs: run #1 (release), run #2 (release); pass --run RUN" in r.err
+    )
+    proj.ok(
+        "workflow", "release", "ship", "--run", "2", "--field", "ticket=CHG-2", env={"SLUICE_USER": "erin"}
+    )
     proj.service().wait_run(2)
     assert statuses(proj, 2)["ship"] == "succeeded" and statuses(proj, 1)["ship"] == "held"
     r = proj.sluice("workflow", "release", "shipp", env={"SLUICE_USER": "erin"})
@@ -110,7 +131,9 @@ def test_reject_fails_the_run_and_skips_dependents(proj: Proj) -> None:
     view = proj.service().wait_run(1)
     assert view["status"] == "failed"
     js = {j["name"]: j for j in view["jobs"]}
-    assert js["ship"]["status"] == "rejected" and js["ship"]["reason"] == "rejected by carol: smoke tests flaky"
+    assert (
+        js["ship"]["status"] == "rejected" and js["ship"]["reason"] == "rejected by carol: smoke tests flaky"
+    )
     assert js["after-ship"]["status"] == "skipped"
     assert js["on-failure"]["status"] == "succeeded" and js["always"]["status"] == "succeeded"
     assert sorted(ran(proj)) == ["notify", "rollback"]
@@ -119,11 +142,14 @@ def test_reject_fails_the_run_and_skips_dependents(proj: Proj) -> None:
 
 
 def test_hold_timeout_rejects_automatically(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         jobs:
           gate: {hold: {timeout: 1s}, steps: [{run: 'echo ran >> "$SLUICE_PROJECT/ran"'}]}
-        """)
+        """,
+    )
     r = proj.ok("workflow", "run", "w")
     assert "held gate" in r.out
     view = proj.service().wait_run(1, stop_on_hold=False)
@@ -136,11 +162,14 @@ def test_hold_timeout_rejects_automatically(proj: Proj) -> None:
 
 
 def test_cancelled_held_run_never_runs_the_held_job(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         jobs:
           gate: {hold: true, steps: [{run: 'echo ran >> "$SLUICE_PROJECT/ran"'}]}
-        """)
+        """,
+    )
     proj.ok("workflow", "run", "w")
     view = proj.ok("run", "cancel", "1", "--wait", "--json").json
     assert view["status"] == "cancelled" and view["jobs"][0]["status"] == "cancelled"

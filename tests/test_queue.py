@@ -52,10 +52,21 @@ def test_queue_validates_inputs_fills_defaults_and_masks_secrets(proj: Proj) -> 
     r = proj.sluice("method", "queue", "ad-account", "create")
     assert r.code == 2 and "missing required input 'user'" in r.err
     assert proj.ok("queue", "list", "--json").json == []
-    item = proj.ok("method", "queue", "ad-account", "create", "-i", "user=jsmith", "--note", "starts Monday",
-                   "--json").json
-    assert set(item) == {"id", "kind", "target", "inputs", "status", "queued_by", "queued_at", "not_before", "note",
-                         "run_id"}
+    item = proj.ok(
+        "method", "queue", "ad-account", "create", "-i", "user=jsmith", "--note", "starts Monday", "--json"
+    ).json
+    assert set(item) == {
+        "id",
+        "kind",
+        "target",
+        "inputs",
+        "status",
+        "queued_by",
+        "queued_at",
+        "not_before",
+        "note",
+        "run_id",
+    }
     assert item["kind"] == "method" and item["target"] == "ad-account.create"
     assert item["inputs"] == {"user": "jsmith", "token": "***"}
     assert item["status"] == "queued" and item["note"] == "starts Monday" and item["run_id"] is None
@@ -98,8 +109,10 @@ def test_unique_index_is_in_the_database(proj: Proj) -> None:
     svc = proj.service()
     with pytest.raises(IntegrityError):
         with svc.db.write() as tx:
-            tx.execute("INSERT INTO queue_items (kind, target, inputs, inputs_key, pins, status, queued_by, queued_at) "
-                       "SELECT kind, target, inputs, inputs_key, pins, status, 'x', 0 FROM queue_items")
+            tx.execute(
+                "INSERT INTO queue_items (kind, target, inputs, inputs_key, pins, status, queued_by, queued_at) "
+                "SELECT kind, target, inputs, inputs_key, pins, status, 'x', 0 FROM queue_items"
+            )
 
 
 def test_selectors(proj: Proj) -> None:
@@ -138,7 +151,9 @@ def test_execute_in_queued_order_each_once_then_purge(proj: Proj) -> None:
     proj.ok("queue", "purge", "--methods", "--yes")
     assert proj.ok("queue", "list", "--json").json == []
     assert ran(proj) == ["teardown-dns 1", "db-migration 1"]  # purge ran nothing
-    kinds = [(e["kind"], e["item_id"], e["run_id"]) for e in proj.ok("history", "--json", "--limit", "100").json]
+    kinds = [
+        (e["kind"], e["item_id"], e["run_id"]) for e in proj.ok("history", "--json", "--limit", "100").json
+    ]
     assert ("queue.executed", 1, 1) in kinds and ("queue.executed", 2, 2) in kinds
     assert ("queue.purged", 3, None) in kinds
     assert ("queue.queued", 3, None) in kinds
@@ -178,8 +193,15 @@ def test_bulk_needs_yes_without_a_terminal(proj: Proj) -> None:
 
 def _on_terminal(proj: Proj, args: list[str], answer: str) -> str:
     master, slave = pty.openpty()
-    p = subprocess.Popen([sys.executable, "-m", "tui.cli", *args], cwd=proj.root, env=proj.env(),
-                         stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", *args],
+        cwd=proj.root,
+        env=proj.env(),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
     os.close(slave)
     out = b""
     deadline = time.monotonic() + 30
@@ -248,11 +270,14 @@ def test_concurrent_execute_starts_each_item_once(proj: Proj) -> None:
 
 
 def test_engine_killed_during_execute_all_each_item_one_run(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         inputs: {n: {}}
         jobs: {a: {steps: [{run: 'echo "$INPUT_N" >> "$SLUICE_PROJECT/ran"; sleep 0.1'}]}}
-        """)
+        """,
+    )
     for i in range(40):
         proj.ok("workflow", "queue", "w", "-i", f"n={i}")
     proj.ok("engine", "start")
@@ -263,8 +288,11 @@ def test_engine_killed_during_execute_all_each_item_one_run(proj: Proj) -> None:
         proj.ok("engine", "start")
     assert ex.wait(timeout=60) == 0
     svc = proj.service()
-    proj.wait_for(lambda: all(r["status"] in ("succeeded", "failed") for r in svc.list_runs(limit=100)),
-                  timeout=60, what="all runs final")
+    proj.wait_for(
+        lambda: all(r["status"] in ("succeeded", "failed") for r in svc.list_runs(limit=100)),
+        timeout=60,
+        what="all runs final",
+    )
     runs = svc.list_runs(limit=100)
     assert sorted(r["inputs"]["n"] for r in runs) == sorted(str(i) for i in range(40))  # one run per item
     items = svc.db.all("SELECT status, run_id FROM queue_items")
@@ -335,8 +363,12 @@ def test_project_timezone_for_hh_mm(proj: Proj) -> None:
 
 
 def test_cli_help_lists_queue_commands() -> None:
-    p = subprocess.run([sys.executable, "-m", "tui.cli", "queue", "--help"], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    p = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "queue", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert "execute" in p.stdout and "purge" in p.stdout
 
 
@@ -345,8 +377,10 @@ def test_scheduled_item_of_a_paused_workflow_waits_for_unpause(proj: Proj) -> No
     proj.ok("workflow", "pause", "db-migration", "--reason", "freeze")
     proj.ok("workflow", "schedule", "db-migration", "--at", "+1s")
     svc = proj.service()
-    proj.wait_for(lambda: svc.db.scalar("SELECT COUNT(*) FROM events WHERE kind = 'queue.refused'") >= 1,
-                  what="the refusal")
+    proj.wait_for(
+        lambda: svc.db.scalar("SELECT COUNT(*) FROM events WHERE kind = 'queue.refused'") >= 1,
+        what="the refusal",
+    )
     time.sleep(2)
     # refused once and reported, not retried on every tick
     assert svc.db.scalar("SELECT COUNT(*) FROM events WHERE kind = 'queue.refused'") == 1

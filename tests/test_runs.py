@@ -4,10 +4,34 @@ from __future__ import annotations
 
 from conftest import Proj
 
-SHAPE_RUN = {"id", "kind", "target", "status", "trigger", "created_by", "created_at", "started_at", "finished_at",
-             "inputs", "parent_run_id", "materials", "jobs"}
-SHAPE_JOB = {"name", "status", "reason", "agent", "exit_code", "started_at", "finished_at", "outputs", "released_by",
-             "released_at", "comment"}
+SHAPE_RUN = {
+    "id",
+    "kind",
+    "target",
+    "status",
+    "trigger",
+    "created_by",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "inputs",
+    "parent_run_id",
+    "materials",
+    "jobs",
+}
+SHAPE_JOB = {
+    "name",
+    "status",
+    "reason",
+    "agent",
+    "exit_code",
+    "started_at",
+    "finished_at",
+    "outputs",
+    "released_by",
+    "released_at",
+    "comment",
+}
 
 
 def jobs(view: dict) -> dict[str, dict]:
@@ -15,13 +39,16 @@ def jobs(view: dict) -> dict[str, dict]:
 
 
 def test_run_follows_and_returns_json_shape(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         inputs: {who: {default: world}}
         jobs:
           a: {steps: [{run: 'echo "hi $INPUT_WHO"'}]}
           b: {needs: [a], steps: [{run: echo second}]}
-        """)
+        """,
+    )
     r = proj.ok("workflow", "run", "w", "--input", "who=ops")
     assert "[a] hi ops" in r.out
     assert "[b] second" in r.out
@@ -38,7 +65,9 @@ def test_run_follows_and_returns_json_shape(proj: Proj) -> None:
 
 
 def test_failed_run_exits_1_and_skips_dependents(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         jobs:
           build: {steps: [{run: "exit 3"}]}
@@ -46,7 +75,8 @@ def test_failed_run_exits_1_and_skips_dependents(proj: Proj) -> None:
           after-deploy: {needs: [deploy], steps: [{run: echo never}]}
           on-fail: {needs: [deploy], if: failure, steps: [{run: echo cleaning up}]}
           notify: {needs: [build], if: always, steps: [{run: echo notified}]}
-        """)
+        """,
+    )
     r = proj.sluice("workflow", "run", "w", "--json")
     assert r.code == 1
     js = jobs(r.json)
@@ -62,19 +92,24 @@ def test_failed_run_exits_1_and_skips_dependents(proj: Proj) -> None:
 
 
 def test_if_failure_is_skipped_when_all_succeed(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         jobs:
           a: {steps: [{run: "true"}]}
           rollback: {needs: [a], if: failure, steps: [{run: echo rollback}]}
-        """)
+        """,
+    )
     view = proj.ok("workflow", "run", "w", "--json").json
     assert view["status"] == "succeeded"
     assert jobs(view)["rollback"]["status"] == "skipped"
 
 
 def test_when_always_steps_run_after_a_failed_step(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         jobs:
           a:
@@ -83,7 +118,8 @@ def test_when_always_steps_run_after_a_failed_step(proj: Proj) -> None:
               - run: "exit 4"
               - run: echo skipped-step
               - {run: echo cleanup, when: always}
-        """)
+        """,
+    )
     r = proj.sluice("workflow", "run", "w", "--json")
     assert r.code == 1
     a = jobs(r.json)["a"]
@@ -94,14 +130,19 @@ def test_when_always_steps_run_after_a_failed_step(proj: Proj) -> None:
 
 
 def test_outputs_and_expressions(proj: Proj) -> None:
-    proj.write("models/m.yaml", """\
+    proj.write(
+        "models/m.yaml",
+        """\
         name: greeter
         methods:
           greet:
             inputs: {who: {required: true}, greeting: {default: hello}}
             run: 'echo "$INPUT_GREETING $INPUT_WHO"; echo "said=$INPUT_GREETING" >> "$SLUICE_OUTPUT"'
-        """)
-    proj.write("workflows/w.yaml", """\
+        """,
+    )
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         inputs: {version: {required: true}}
         jobs:
@@ -117,7 +158,8 @@ def test_outputs_and_expressions(proj: Proj) -> None:
               - run: 'echo "got $ART in $RUN for $SLUICE_WORKFLOW/$SLUICE_JOB"'
               - method: greeter.greet
                 with: {who: "${{ jobs.build.outputs.artifact }}"}
-        """)
+        """,
+    )
     view = proj.ok("workflow", "run", "w", "-i", "version=1.2", "--json").json
     js = jobs(view)
     assert js["build"]["outputs"] == {"artifact": "app-1.2", "n": "7"}
@@ -128,12 +170,15 @@ def test_outputs_and_expressions(proj: Proj) -> None:
 
 
 def test_inputs_are_never_pasted_into_commands(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         inputs: {x: {}}
         jobs:
           a: {steps: [{run: 'printf "%s\\n" "$INPUT_X"'}, {run: [printf, "argv:%s\\n", "$INPUT_X"]}]}
-        """)
+        """,
+    )
     danger = "$(touch pwned); `touch pwned2`"
     proj.ok("workflow", "run", "w", "--input", f"x={danger}")
     logs = proj.ok("run", "logs", "1").out
@@ -143,14 +188,17 @@ def test_inputs_are_never_pasted_into_commands(proj: Proj) -> None:
 
 
 def test_step_environment(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         jobs:
           a:
             parallelism: 2
             steps:
               - run: 'echo "$SLUICE_RUN_ID|$SLUICE_JOB|$SLUICE_WORKFLOW|$SLUICE_PARALLEL_INDEX/$SLUICE_PARALLEL_COUNT|$PWD" ; touch "$SLUICE_WORKSPACE/mark-$SLUICE_PARALLEL_INDEX"'
-        """)
+        """,
+    )
     view = proj.ok("workflow", "run", "w", "--json").json
     assert sorted(jobs(view)) == ["a[0]", "a[1]"]
     logs = proj.ok("run", "logs", "1").out
@@ -161,14 +209,17 @@ def test_step_environment(proj: Proj) -> None:
 
 
 def test_method_run_and_list(proj: Proj) -> None:
-    proj.write("models/m.yaml", """\
+    proj.write(
+        "models/m.yaml",
+        """\
         name: ad-account
         methods:
           create:
             description: Create an account
             inputs: {user: {required: true, pattern: '^[a-z]+$'}, token: {secret: true, default: s3cr3t}}
             run: 'echo "creating $INPUT_USER with $INPUT_TOKEN"'
-        """)
+        """,
+    )
     r = proj.ok("method", "run", "ad-account", "create", "--input", "user=jsmith", "--json")
     view = r.json
     assert view["kind"] == "method" and view["target"] == "ad-account.create"
@@ -180,11 +231,14 @@ def test_method_run_and_list(proj: Proj) -> None:
 
 
 def test_bad_input_is_exit_2_and_creates_nothing(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         inputs: {version: {required: true, pattern: '^v\\d+$'}, n: {type: int, default: 1}, env: {enum: [qa, prod]}}
         jobs: {a: {steps: [{run: "true"}]}}
-        """)
+        """,
+    )
     cases = [
         ([], "missing required input 'version'"),
         (["-i", "version=1"], "input 'version': '1' does not match pattern"),
@@ -224,13 +278,20 @@ def test_detach_returns_run_id_at_once(proj: Proj) -> None:
 
 
 def test_logs_follow_streams_until_finished(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         jobs: {a: {steps: [{run: "for i in 1 2 3; do echo line-$i; sleep 0.3; done"}]}}
-        """)
+        """,
+    )
     proj.ok("workflow", "run", "w", "--detach")
     r = proj.ok("run", "logs", "1", "--follow")
-    assert [ln for ln in r.out.splitlines() if ln.startswith("[a] line-")] == ["[a] line-1", "[a] line-2", "[a] line-3"]
+    assert [ln for ln in r.out.splitlines() if ln.startswith("[a] line-")] == [
+        "[a] line-1",
+        "[a] line-2",
+        "[a] line-3",
+    ]
 
 
 def test_run_list_filters_and_limit(proj: Proj) -> None:
@@ -256,7 +317,10 @@ def test_history_records_the_run(proj: Proj) -> None:
 
 
 def test_workflow_list_and_show(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", 'name: w\ndescription: the w\nlock: until_complete\njobs: {j: {steps: [{run: "true"}]}}\n')
+    proj.write(
+        "workflows/w.yaml",
+        'name: w\ndescription: the w\nlock: until_complete\njobs: {j: {steps: [{run: "true"}]}}\n',
+    )
     rows = proj.ok("workflow", "list", "--json").json
     assert rows[0]["name"] == "w" and rows[0]["lock"] == "until_complete" and rows[0]["last_run"] is None
     assert "until_complete" in proj.ok("workflow", "show", "w").out

@@ -24,7 +24,7 @@ def twin(proj: Proj, tmp_path: Path, name: str) -> tuple[Proj, dict[str, str]]:
     return other, {"SLUICE_DATABASE_URL": db_url}
 
 
-def shared_service(proj: Proj, url: str):  # noqa: ANN201
+def shared_service(proj: Proj, url: str):
     from core.service import Service
     from core.store.db import Database
 
@@ -34,11 +34,14 @@ def shared_service(proj: Proj, url: str):  # noqa: ANN201
 
 
 def test_standby_takes_over_and_finishes_the_work(proj: Proj, tmp_path: Path) -> None:
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         inputs: {n: {}}
         jobs: {a: {steps: [{run: 'echo "$INPUT_N" >> "$SLUICE_PROJECT/../ran"; sleep 0.2'}]}}
-        """)
+        """,
+    )
     standby, env = twin(proj, tmp_path, "standby")
     for i in range(30):
         proj.ok("workflow", "queue", "w", "-i", f"n={i}", env=env)
@@ -50,8 +53,11 @@ def test_standby_takes_over_and_finishes_the_work(proj: Proj, tmp_path: Path) ->
         time.sleep(1.5)
         proj.kill_engine(signal.SIGKILL)  # the active engine dies mid-batch
         svc = shared_service(proj, env["SLUICE_DATABASE_URL"])
-        proj.wait_for(lambda: all(r["status"] in ("succeeded", "failed") for r in svc.list_runs(limit=100)),
-                      timeout=LEASE_TAKEOVER + 20, what="the standby to finish every run")
+        proj.wait_for(
+            lambda: all(r["status"] in ("succeeded", "failed") for r in svc.list_runs(limit=100)),
+            timeout=LEASE_TAKEOVER + 20,
+            what="the standby to finish every run",
+        )
     finally:
         standby.kill_engine()
     runs = svc.list_runs(limit=100)
@@ -70,11 +76,14 @@ def test_standby_takes_over_and_finishes_the_work(proj: Proj, tmp_path: Path) ->
 
 def test_two_engines_three_agents_run_200_items_once_each(proj: Proj, tmp_path: Path) -> None:
     proj.write("sluice.yaml", "name: t\ncapacity: 1\n")
-    proj.write("workflows/w.yaml", """\
+    proj.write(
+        "workflows/w.yaml",
+        """\
         name: w
         inputs: {n: {}}
         jobs: {a: {steps: [{run: 'echo "$INPUT_N $SLUICE_AGENT" >> "$SLUICE_PROJECT/../ran"'}]}}
-        """)
+        """,
+    )
     second, env = twin(proj, tmp_path, "second")
     agents: list[subprocess.Popen[str]] = []
     try:
@@ -88,8 +97,11 @@ def test_two_engines_three_agents_run_200_items_once_each(proj: Proj, tmp_path: 
         for i in range(200):
             queueing.add(svc, "workflow", "w", {"n": str(i)})
         proj.ok("queue", "execute", "--all", "--yes", env=env)
-        proj.wait_for(lambda: svc.db.scalar("SELECT COUNT(*) FROM runs WHERE status = 'succeeded'") == 200,
-                      timeout=120, what="200 runs")
+        proj.wait_for(
+            lambda: svc.db.scalar("SELECT COUNT(*) FROM runs WHERE status = 'succeeded'") == 200,
+            timeout=120,
+            what="200 runs",
+        )
     finally:
         for a in agents:
             a.send_signal(signal.SIGTERM)

@@ -9,16 +9,16 @@ from dash import app_for, fixed_demo
 SIZES = [(80, 24), (120, 40)]
 
 
-async def _refresh(pilot) -> None:  # noqa: ANN001
+async def _refresh(pilot) -> None:
     await pilot.app.workers.wait_for_complete()
     pilot.app.refresh_now()
     await pilot.pause()
 
 
-def steps(*keys: str):  # noqa: ANN201
+def steps(*keys: str):
     """Press keys, refreshing the data after each (the poller is off in these tests)."""
 
-    async def run_before(pilot) -> None:  # noqa: ANN001
+    async def run_before(pilot) -> None:
         await _refresh(pilot)
         for key in keys:
             await pilot.press(key)
@@ -46,13 +46,13 @@ CASES = {
 @pytest.mark.sqlite_only("pixels, not data paths: the Pilot tests drive the dashboard on both backends")
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("case", list(CASES))
-def test_snapshot(snap_compare, proj: Proj, case: str, size: tuple[int, int]) -> None:  # noqa: ANN001
+def test_snapshot(snap_compare, proj: Proj, case: str, size: tuple[int, int]) -> None:
     fixed_demo(proj)
     app = app_for(proj)
     assert snap_compare(app, terminal_size=size, run_before=CASES[case])
 
 
 @pytest.mark.sqlite_only("pixels, not data paths: the Pilot tests drive the dashboard on both backends")
-def test_read_only_footer_has_no_actions(snap_compare, proj: Proj) -> None:  # noqa: ANN001
+def test_read_only_footer_has_no_actions(snap_compare, proj: Proj) -> None:
     fixed_demo(proj)
     assert snap_compare(app_for(proj, read_only=True), terminal_size=(80, 24), run_before=steps())

@@ -48,9 +48,11 @@ def test_existing_database_upgrades_in_place_keeping_history(fresh_proj: Proj) -
     path.parent.mkdir()
     upgrade(f"sqlite:///{path}", "0001")
     db = sqlite3.connect(path)
-    db.execute("INSERT INTO runs (kind, target, status, trigger, created_by, created_at, inputs, plan, "
-               "cancel_requested) VALUES ('workflow', 'w', 'succeeded', 'manual', 'old@host', 1700000000, '{}', "
-               "'{\"kind\": \"workflow\", \"name\": \"w\", \"inputs\": {}, \"jobs\": {}}', 0)")
+    db.execute(
+        "INSERT INTO runs (kind, target, status, trigger, created_by, created_at, inputs, plan, "
+        "cancel_requested) VALUES ('workflow', 'w', 'succeeded', 'manual', 'old@host', 1700000000, '{}', "
+        '\'{"kind": "workflow", "name": "w", "inputs": {}, "jobs": {}}\', 0)'
+    )
     db.commit()
     assert db.execute("SELECT name FROM sqlite_master WHERE name = 'queue_items'").fetchone() is None
     db.close()

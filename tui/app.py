@@ -118,8 +118,17 @@ class Pane(ReadOnlyAware, Vertical):
 
 class QueuePane(Pane):
     title = "Queue"
-    columns = [("id", "ID"), ("mark", "✓"), ("kind", "Kind"), ("target", "Target"), ("inputs", "Inputs"),
-               ("by", "By"), ("queued", "Queued"), ("due", "Due"), ("note", "Note")]
+    columns = [
+        ("id", "ID"),
+        ("mark", "✓"),
+        ("kind", "Kind"),
+        ("target", "Target"),
+        ("inputs", "Inputs"),
+        ("by", "By"),
+        ("queued", "Queued"),
+        ("due", "Due"),
+        ("note", "Note"),
+    ]
     BINDINGS = [
         Binding("space", "mark", "Mark", id="queue.mark"),
         Binding("x", "execute", "Execute", id="queue.execute"),
@@ -143,9 +152,17 @@ class QueuePane(Pane):
         self.set_count(len(items), total, f" · {len(self.marked)} marked" if self.marked else "")
 
     def _cells(self, i: dict[str, Any]) -> tuple[Any, ...]:
-        return (f"#{i['id']}", "●" if i["id"] in self.marked else " ", i["kind"], i["target"],
-                " ".join(f"{k}={v}" for k, v in i["inputs"].items()), actor_user(i["queued_by"]),
-                short(i["queued_at"]), short(i["not_before"]), i["note"] or "")
+        return (
+            f"#{i['id']}",
+            "●" if i["id"] in self.marked else " ",
+            i["kind"],
+            i["target"],
+            " ".join(f"{k}={v}" for k, v in i["inputs"].items()),
+            actor_user(i["queued_by"]),
+            short(i["queued_at"]),
+            short(i["not_before"]),
+            i["note"] or "",
+        )
 
     def _refresh_marks(self) -> None:
         self.table.apply([(k, self._cells(i)) for k, i in self.data.items()])
@@ -181,8 +198,15 @@ class QueuePane(Pane):
 
 class RunsPane(Pane):
     title = "Runs"
-    columns = [("id", "Run"), ("status", "Status"), ("target", "Target"), ("held", "Held"), ("trigger", "Trigger"),
-               ("by", "By"), ("created", "Created")]
+    columns = [
+        ("id", "Run"),
+        ("status", "Status"),
+        ("target", "Target"),
+        ("held", "Held"),
+        ("trigger", "Trigger"),
+        ("by", "By"),
+        ("created", "Created"),
+    ]
     BINDINGS = [
         Binding("enter", "open", "Open", id="runs.open"),
         Binding("r", "release", "Release", id="runs.release"),
@@ -206,8 +230,20 @@ class RunsPane(Pane):
         rows = []
         for r in runs:
             held = Text(", ".join(r["held"]), style="bold yellow") if r["held"] else ""
-            rows.append((str(r["id"]), (f"#{r['id']}", styled_status(r["status"]), r["target"], held, r["trigger"],
-                                        actor_user(r["created_by"]), short(r["created_at"]))))
+            rows.append(
+                (
+                    str(r["id"]),
+                    (
+                        f"#{r['id']}",
+                        styled_status(r["status"]),
+                        r["target"],
+                        held,
+                        r["trigger"],
+                        actor_user(r["created_by"]),
+                        short(r["created_at"]),
+                    ),
+                )
+            )
         self.table.apply(rows)
         self.set_count(len(runs), total, f" · {self.order} order")
 
@@ -261,8 +297,16 @@ class RunsPane(Pane):
 
 class AgentsPane(Pane):
     title = "Agents"
-    columns = [("name", "Agent"), ("env", "Environment"), ("state", "State"), ("jobs", "Jobs"),
-               ("resources", "Resources"), ("capacity", "Cap"), ("host", "Host"), ("beat", "Heartbeat")]
+    columns = [
+        ("name", "Agent"),
+        ("env", "Environment"),
+        ("state", "State"),
+        ("jobs", "Jobs"),
+        ("resources", "Resources"),
+        ("capacity", "Cap"),
+        ("host", "Host"),
+        ("beat", "Heartbeat"),
+    ]
     BINDINGS = [
         Binding("e", "enable", "Enable", id="agents.enable"),
         Binding("d", "disable", "Disable", id="agents.disable"),
@@ -272,17 +316,36 @@ class AgentsPane(Pane):
     def fetch(self) -> Any:
         agents = self.sluice.svc.list_agents()
         if self.filter_text:
-            agents = [a for a in agents if self.filter_text in " ".join(
-                [a["name"], a["host"], a["state"], *a["environments"], *a["resources"]])]
+            agents = [
+                a
+                for a in agents
+                if self.filter_text
+                in " ".join([a["name"], a["host"], a["state"], *a["environments"], *a["resources"]])
+            ]
         return agents
 
     def show(self, agents: Any) -> None:
         # grouped by environment: sort by the first environment ("-" for none), then name
         agents = sorted(agents, key=lambda a: ((a["environments"] or ["-"])[0], a["name"]))
         self.data = {a["name"]: a for a in agents}
-        self.table.apply([(a["name"], (a["name"], ", ".join(a["environments"]) or "-", styled_status(a["state"]),
-                                       ", ".join(a["jobs"]), ", ".join(a["resources"]), str(a["capacity"]),
-                                       a["host"], short(a["heartbeat_at"])[6:])) for a in agents])
+        self.table.apply(
+            [
+                (
+                    a["name"],
+                    (
+                        a["name"],
+                        ", ".join(a["environments"]) or "-",
+                        styled_status(a["state"]),
+                        ", ".join(a["jobs"]),
+                        ", ".join(a["resources"]),
+                        str(a["capacity"]),
+                        a["host"],
+                        short(a["heartbeat_at"])[6:],
+                    ),
+                )
+                for a in agents
+            ]
+        )
         self.set_count(len(agents), len(agents))
 
     def action_enable(self) -> None:
@@ -295,14 +358,21 @@ class AgentsPane(Pane):
         agent = self.current()
         if agent is not None:
             name = agent["name"]
-            self.sluice.act(lambda: self.sluice.svc.set_agent_enabled(name, enabled),
-                            f"{'enabled' if enabled else 'disabled'} agent {name}")
+            self.sluice.act(
+                lambda: self.sluice.svc.set_agent_enabled(name, enabled),
+                f"{'enabled' if enabled else 'disabled'} agent {name}",
+            )
 
 
 class WorkflowsPane(Pane):
     title = "Workflows"
-    columns = [("name", "Workflow"), ("state", "State"), ("last", "Last run"), ("timer", "Next fire"),
-               ("description", "Description")]
+    columns = [
+        ("name", "Workflow"),
+        ("state", "State"),
+        ("last", "Last run"),
+        ("timer", "Next fire"),
+        ("description", "Description"),
+    ]
     BINDINGS = [
         Binding("s,enter", "start", "Start run", id="workflows.start"),
         Binding("p", "pause", "Pause", id="workflows.pause"),
@@ -322,13 +392,18 @@ class WorkflowsPane(Pane):
         out = []
         for w in rows:
             if w["paused"]:
-                state = Text(f"‖ paused: {w['pause_reason']} ({actor_user(w['paused_by'] or '')})", style="bold yellow")
+                state = Text(
+                    f"‖ paused: {w['pause_reason']} ({actor_user(w['paused_by'] or '')})", style="bold yellow"
+                )
             elif w["locked_by_run"]:
                 state = Text(f"⊘ locked by #{w['locked_by_run']}", style="yellow")
             else:
                 state = Text("○ ready")
-            last = Text.assemble(f"#{w['last_run']['id']} ", styled_status(w["last_run"]["status"])) \
-                if w["last_run"] else ""
+            last = (
+                Text.assemble(f"#{w['last_run']['id']} ", styled_status(w["last_run"]["status"]))
+                if w["last_run"]
+                else ""
+            )
             out.append((w["name"], (w["name"], state, last, short(w["next_fire"]), w["description"] or "")))
         self.table.apply(out)
         self.set_count(len(rows), len(rows))
@@ -356,8 +431,14 @@ class WorkflowsPane(Pane):
             if values:
                 self.sluice.act(lambda: flow.pause(self.sluice.svc, name, values["reason"]), f"paused {name}")
 
-        self.app.push_screen(FormScreen(f"Pause {name}", [
-            {"name": "reason", "label": "Reason (shown to anyone refused)", "required": True}], "Pause"), done)
+        self.app.push_screen(
+            FormScreen(
+                f"Pause {name}",
+                [{"name": "reason", "label": "Reason (shown to anyone refused)", "required": True}],
+                "Pause",
+            ),
+            done,
+        )
 
     def action_unpause(self) -> None:
         name = self._workflow()
@@ -371,7 +452,10 @@ class WorkflowsPane(Pane):
 
 
 PANES: list[tuple[str, str, type[Pane]]] = [
-    ("1", "queue", QueuePane), ("2", "runs", RunsPane), ("3", "agents", AgentsPane), ("4", "workflows", WorkflowsPane),
+    ("1", "queue", QueuePane),
+    ("2", "runs", RunsPane),
+    ("3", "agents", AgentsPane),
+    ("4", "workflows", WorkflowsPane),
 ]
 
 
@@ -383,15 +467,17 @@ class SluiceCommands(Provider):
         app = self.app
         assert isinstance(app, SluiceApp)
         commands: list[tuple[str, Callable[[], Any], str]] = [
-            (f"Go to {pid.title()}", lambda p=pid: app.action_show_pane(p), f"key {key}") for key, pid, _ in PANES
+            (f"Go to {pid.title()}", lambda p=pid: app.action_show_pane(p), f"key {key}")
+            for key, pid, _ in PANES
         ]
         if not app.read_only:
             commands += [
                 ("Execute marked queue items", lambda: app.pane("queue").action_execute(), "queue: x"),
                 ("Purge marked queue items", lambda: app.pane("queue").action_purge(), "queue: d"),
             ]
-        commands.append(("Toggle schedule / natural order", lambda: app.pane("runs").action_toggle_order(),
-                         "runs: o"))
+        commands.append(
+            ("Toggle schedule / natural order", lambda: app.pane("runs").action_toggle_order(), "runs: o")
+        )
         matcher = self.matcher(query)
         for title, callback, help_text in commands:
             score = matcher.match(title)
@@ -416,8 +502,15 @@ class SluiceApp(App[None]):
         Binding("shift+tab", "previous_pane", "Previous pane", show=False, id="app.previous"),
     ]
 
-    def __init__(self, svc: Service, *, read_only: bool = False, start_engine: bool = True,
-                 poll: bool = True, theme: str | None = None):
+    def __init__(
+        self,
+        svc: Service,
+        *,
+        read_only: bool = False,
+        start_engine: bool = True,
+        poll: bool = True,
+        theme: str | None = None,
+    ):
         super().__init__()
         self.svc = svc
         self.read_only = read_only
@@ -564,18 +657,27 @@ class SluiceApp(App[None]):
             self.call_from_thread(self.notify, str(e), severity="error")
             return
         if info is not None:
-            self.call_from_thread(self.notify, f"started the engine in the background (pid {info.get('pid')}); "
-                                               "runs go on when this dashboard closes")
+            self.call_from_thread(
+                self.notify,
+                f"started the engine in the background (pid {info.get('pid')}); "
+                "runs go on when this dashboard closes",
+            )
 
     def queue_flow(self, verb: str, items: list[dict[str, Any]]) -> None:
         if not items:
-            self.notify("nothing selected: mark items with space, or move the cursor to one", severity="warning")
+            self.notify(
+                "nothing selected: mark items with space, or move the cursor to one", severity="warning"
+            )
             return
         ids = [i["id"] for i in items]
-        lines = [f"#{i['id']}  {i['kind']:8s} {i['target']}  " + " ".join(f"{k}={v}" for k, v in i["inputs"].items())
-                 for i in items]
+        lines = [
+            f"#{i['id']}  {i['kind']:8s} {i['target']}  "
+            + " ".join(f"{k}={v}" for k, v in i["inputs"].items())
+            for i in items
+        ]
         title = f"{verb.title()} {len(items)} queued item(s)?" + (
-            "  Each starts as one run." if verb == "execute" else "  Nothing will run.")
+            "  Each starts as one run." if verb == "execute" else "  Nothing will run."
+        )
 
         def done(ok: bool | None) -> None:
             if not ok:
@@ -583,7 +685,9 @@ class SluiceApp(App[None]):
             queue = self.pane("queue")
             queue.marked -= set(ids)
             if verb == "execute":
-                self.act(lambda: self._report(queueing.execute(self.svc, ids)), f"executed {len(ids)} item(s)")
+                self.act(
+                    lambda: self._report(queueing.execute(self.svc, ids)), f"executed {len(ids)} item(s)"
+                )
             else:
                 self.act(lambda: queueing.purge(self.svc, ids), f"purged {len(ids)} item(s)")
 
@@ -592,8 +696,9 @@ class SluiceApp(App[None]):
     def _report(self, outcomes: list[Any]) -> None:
         refused = [o for o in outcomes if o.refused]
         for o in refused:
-            self.call_from_thread(self.notify, f"#{o.item['id']} stays queued: {o.refused}", severity="warning",
-                                  timeout=10)
+            self.call_from_thread(
+                self.notify, f"#{o.item['id']} stays queued: {o.refused}", severity="warning", timeout=10
+            )
         if refused and not any(o.run_id for o in outcomes):
             raise SluiceError("nothing could start")
 
@@ -604,12 +709,16 @@ class SluiceApp(App[None]):
         hold = (loads(run["plan"])["jobs"].get(job.split("[")[0]) or {}).get("hold") or {}
         fields = [{"name": "comment", "label": "Comment"}]
         for name, spec in (hold.get("fields") or {}).items():
-            fields.append({"name": f"f.{name}", "label": f"{name}" + (f" ({spec['description']})"
-                                                                        if spec.get("description") else ""),
-                           "required": spec.get("required") and spec.get("default") is None,
-                           "value": "" if spec.get("secret") else (spec.get("default") or ""),
-                           "placeholder": "|".join(map(str, spec["enum"])) if spec.get("enum") else "",
-                           "secret": spec.get("secret")})
+            fields.append(
+                {
+                    "name": f"f.{name}",
+                    "label": f"{name}" + (f" ({spec['description']})" if spec.get("description") else ""),
+                    "required": spec.get("required") and spec.get("default") is None,
+                    "value": "" if spec.get("secret") else (spec.get("default") or ""),
+                    "placeholder": "|".join(map(str, spec["enum"])) if spec.get("enum") else "",
+                    "secret": spec.get("secret"),
+                }
+            )
         prompt = hold.get("prompt") or ""
 
         def done(values: dict[str, str] | None) -> None:
@@ -617,19 +726,29 @@ class SluiceApp(App[None]):
                 return
             given = {k[2:]: v for k, v in values.items() if k.startswith("f.") and v != ""}
             comment = values.get("comment") or None
-            self.act(lambda: holds.release(self.svc, job, run_id=run_id, comment=comment, fields=given),
-                     f"released {job} in run #{run_id}")
+            self.act(
+                lambda: holds.release(self.svc, job, run_id=run_id, comment=comment, fields=given),
+                f"released {job} in run #{run_id}",
+            )
 
         self.push_screen(FormScreen(f"Release {job} in run #{run_id}?", fields, "Release", note=prompt), done)
 
     def reject_flow(self, run_id: int, job: str) -> None:
         def done(values: dict[str, str] | None) -> None:
             if values:
-                self.act(lambda: holds.reject(self.svc, job, run_id=run_id, reason=values["reason"]),
-                         f"rejected {job} in run #{run_id}")
+                self.act(
+                    lambda: holds.reject(self.svc, job, run_id=run_id, reason=values["reason"]),
+                    f"rejected {job} in run #{run_id}",
+                )
 
-        self.push_screen(FormScreen(f"Reject {job} in run #{run_id}? The run fails.", [
-            {"name": "reason", "label": "Reason", "required": True}], "Reject"), done)
+        self.push_screen(
+            FormScreen(
+                f"Reject {job} in run #{run_id}? The run fails.",
+                [{"name": "reason", "label": "Reason", "required": True}],
+                "Reject",
+            ),
+            done,
+        )
 
     def cancel_flow(self, run_ids: list[int]) -> None:
         lines = []
@@ -642,16 +761,24 @@ class SluiceApp(App[None]):
                 for rid in run_ids:
                     self.act(lambda rid=rid: self.svc.cancel_run(rid), f"cancel of run #{rid} requested")
 
-        self.push_screen(ConfirmScreen(f"Cancel {len(run_ids)} run(s)? Running steps get SIGTERM.", lines,
-                                       "Cancel run"), done)
+        self.push_screen(
+            ConfirmScreen(f"Cancel {len(run_ids)} run(s)? Running steps get SIGTERM.", lines, "Cancel run"),
+            done,
+        )
 
     def start_flow(self, workflow: str) -> None:
         wf = self.svc.workflow(workflow)
-        fields = [{"name": n, "label": n + (f" ({s.description})" if s.description else ""),
-                   "required": s.required and s.default is None,
-                   "value": "" if s.secret or s.default is None else s.default,
-                   "placeholder": "|".join(map(str, s.enum)) if s.enum else (s.pattern or s.type),
-                   "secret": s.secret} for n, s in wf.inputs.items()]
+        fields = [
+            {
+                "name": n,
+                "label": n + (f" ({s.description})" if s.description else ""),
+                "required": s.required and s.default is None,
+                "value": "" if s.secret or s.default is None else s.default,
+                "placeholder": "|".join(map(str, s.enum)) if s.enum else (s.pattern or s.type),
+                "secret": s.secret,
+            }
+            for n, s in wf.inputs.items()
+        ]
 
         def done(values: dict[str, str] | None) -> None:
             if values is None:
@@ -679,8 +806,11 @@ class SluiceApp(App[None]):
 
 def _few_colours() -> bool:
     term = os.environ.get("TERM", "")
-    return bool(os.environ.get("NO_COLOR")) or term in ("xterm", "linux", "screen", "vt100", "dumb") or \
-        "COLORTERM" not in os.environ and "256" not in term
+    return (
+        bool(os.environ.get("NO_COLOR"))
+        or term in ("xterm", "linux", "screen", "vt100", "dumb")
+        or ("COLORTERM" not in os.environ and "256" not in term)
+    )
 
 
 def run_dashboard(root: Path | None = None, *, read_only: bool = False, mouse: bool | None = None) -> int:
@@ -692,4 +822,4 @@ def run_dashboard(root: Path | None = None, *, read_only: bool = False, mouse: b
     return 0
 
 
-__all__ = ["SluiceApp", "run_dashboard", "Static", "Input", "on"]
+__all__ = ["Input", "SluiceApp", "Static", "on", "run_dashboard"]

@@ -16,8 +16,16 @@ from .glyphs import GLYPHS
 
 VERSION = "0.1.0"
 
-COLOURS = {"succeeded": "32", "failed": "31", "rejected": "31", "held": "33", "on_hold": "33", "running": "36",
-           "cancelled": "35", "waiting": "34"}
+COLOURS = {
+    "succeeded": "32",
+    "failed": "31",
+    "rejected": "31",
+    "held": "33",
+    "on_hold": "33",
+    "running": "36",
+    "cancelled": "35",
+    "waiting": "34",
+}
 
 
 class UsageError(Exception):
@@ -93,7 +101,9 @@ def short_time(iso_time: str | None) -> str:
 def build_parser() -> Parser:
     p = Parser(prog="sluice", description="Stage it, review it, release it.")
     p.add_argument("--version", action="version", version=f"sluice {VERSION}")
-    p.add_argument("--project", metavar="DIR", help="project directory (default: walk up from here; or SLUICE_PROJECT)")
+    p.add_argument(
+        "--project", metavar="DIR", help="project directory (default: walk up from here; or SLUICE_PROJECT)"
+    )
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=Parser)
 
     def cmd(parent: Any, name: str, help: str, json_flag: bool = True) -> Parser:
@@ -105,8 +115,9 @@ def build_parser() -> Parser:
     c = sub.add_parser("tui", help="open the dashboard")
     c.add_argument("--read-only", action="store_true", help="no actions that change anything (for reviewers)")
     c.add_argument("--mouse", action="store_true", help="enable the mouse (off over SSH by default)")
-    sub.add_parser("demo", help="copy the demo project to a folder and open it in the dashboard").add_argument(
-        "dir", nargs="?", help="where to put the demo project (default: ./sluice-demo)")
+    sub.add_parser(
+        "demo", help="copy the demo project to a folder and open it in the dashboard"
+    ).add_argument("dir", nargs="?", help="where to put the demo project (default: ./sluice-demo)")
     c = cmd(sub, "init", "write a small working project", json_flag=False)
     c.add_argument("dir", nargs="?", default=".")
     cmd(sub, "validate", "check every definition; exit 2 on problems")
@@ -115,7 +126,8 @@ def build_parser() -> Parser:
     c.add_argument("--run", type=int, help="only events of this run")
 
     eng = sub.add_parser("engine", help="control the background engine").add_subparsers(
-        dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True
+    )
     c = cmd(eng, "start", "start the engine (detached unless --foreground)")
     c.add_argument("--foreground", action="store_true", help="stay attached (for service managers)")
     c = cmd(eng, "stop", "stop the engine after its running jobs finish")
@@ -123,23 +135,30 @@ def build_parser() -> Parser:
     cmd(eng, "status", "is the engine running, and where")
 
     wf = sub.add_parser("workflow", help="workflows").add_subparsers(
-        dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True
+    )
     cmd(wf, "list", "the project's workflows")
     cmd(wf, "show", "one workflow's definition and state").add_argument("name")
     c = cmd(wf, "run", "start a run and follow it until it finishes or waits on a hold")
     c.add_argument("name")
     c.add_argument("--input", "-i", action="append", metavar="K=V", help="an input (repeatable)")
-    c.add_argument("--pin", action="append", metavar="MATERIAL=REV", help="build from this revision (repeatable)")
+    c.add_argument(
+        "--pin", action="append", metavar="MATERIAL=REV", help="build from this revision (repeatable)"
+    )
     c.add_argument("--detach", "-d", action="store_true", help="return the run id at once")
 
     c = cmd(wf, "queue", "stage a run of a workflow in the queue")
     c.add_argument("name")
     c.add_argument("--input", "-i", action="append", metavar="K=V", help="an input (repeatable)")
-    c.add_argument("--pin", action="append", metavar="MATERIAL=REV", help="build from this revision (repeatable)")
+    c.add_argument(
+        "--pin", action="append", metavar="MATERIAL=REV", help="build from this revision (repeatable)"
+    )
     c.add_argument("--note", help="why this is staged (shown in the queue)")
     c = cmd(wf, "schedule", "stage a run that the engine starts at a time")
     c.add_argument("name")
-    c.add_argument("--at", required=True, metavar="TIME", help="ISO 8601, HH:MM (next occurrence), or +2h / +30m")
+    c.add_argument(
+        "--at", required=True, metavar="TIME", help="ISO 8601, HH:MM (next occurrence), or +2h / +30m"
+    )
     c.add_argument("--input", "-i", action="append", metavar="K=V", help="an input (repeatable)")
     c.add_argument("--note", help="why this is staged")
     for verb, text in (("release", "let a held job run"), ("reject", "refuse a held job: it fails the run")):
@@ -159,7 +178,8 @@ def build_parser() -> Parser:
     cmd(wf, "unlock", "clear an until_success lock left by a failed run").add_argument("name")
 
     me = sub.add_parser("method", help="methods of models").add_subparsers(
-        dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True
+    )
     cmd(me, "list", "every model's methods")
     c = cmd(me, "run", "run one method now and follow it")
     c.add_argument("model")
@@ -167,22 +187,28 @@ def build_parser() -> Parser:
     c.add_argument("--input", "-i", action="append", metavar="K=V", help="an input (repeatable)")
     c.add_argument("--detach", "-d", action="store_true", help="return the run id at once")
 
-    for verb, text in (("queue", "stage a method run in the queue"),
-                       ("schedule", "stage a method run that the engine starts at a time")):
+    for verb, text in (
+        ("queue", "stage a method run in the queue"),
+        ("schedule", "stage a method run that the engine starts at a time"),
+    ):
         c = cmd(me, verb, text)
         c.add_argument("model")
         c.add_argument("method")
         if verb == "schedule":
-            c.add_argument("--at", required=True, metavar="TIME",
-                           help="ISO 8601, HH:MM (next occurrence), or +2h / +30m")
+            c.add_argument(
+                "--at", required=True, metavar="TIME", help="ISO 8601, HH:MM (next occurrence), or +2h / +30m"
+            )
         c.add_argument("--input", "-i", action="append", metavar="K=V", help="an input (repeatable)")
         c.add_argument("--note", help="why this is staged")
 
     qu = sub.add_parser("queue", help="the staged queue").add_subparsers(
-        dest="sub", metavar="ACTION", parser_class=Parser, required=True)
-    for verb, text in (("list", "staged items, oldest first"),
-                       ("execute", "start the selected items, each as exactly one run"),
-                       ("purge", "remove the selected items without running anything")):
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True
+    )
+    for verb, text in (
+        ("list", "staged items, oldest first"),
+        ("execute", "start the selected items, each as exactly one run"),
+        ("purge", "remove the selected items without running anything"),
+    ):
         c = cmd(qu, verb, text)
         c.add_argument("ids", nargs="*", type=int, metavar="ITEM_ID")
         c.add_argument("--all", action="store_true", help="every queued item")
@@ -198,7 +224,8 @@ def build_parser() -> Parser:
             c.add_argument("--limit", type=int, default=None)
 
     ag = sub.add_parser("agent", help="agents: workers that run jobs").add_subparsers(
-        dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True
+    )
     cmd(ag, "list", "agents with environments, resources, state, current jobs, heartbeat")
     c = cmd(ag, "start", "run an agent here (in the foreground) for this project's database", json_flag=False)
     c.add_argument("--name", required=True)
@@ -209,15 +236,21 @@ def build_parser() -> Parser:
     cmd(ag, "disable", "an agent finishes its current jobs and takes no more").add_argument("name")
 
     db = sub.add_parser("db", help="the state database").add_subparsers(
-        dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True
+    )
     c = cmd(db, "copy", "copy this project's state (all history) into another, empty database")
-    c.add_argument("--to", required=True, metavar="URL", help="e.g. postgresql+psycopg://sluice@db-host/sluice")
+    c.add_argument(
+        "--to", required=True, metavar="URL", help="e.g. postgresql+psycopg://sluice@db-host/sluice"
+    )
 
     ru = sub.add_parser("run", help="runs").add_subparsers(
-        dest="sub", metavar="ACTION", parser_class=Parser, required=True)
+        dest="sub", metavar="ACTION", parser_class=Parser, required=True
+    )
     c = cmd(ru, "list", "runs, newest first")
     c.add_argument("--workflow", "-w")
-    c.add_argument("--status", "-s", choices=["pending", "running", "on_hold", "succeeded", "failed", "cancelled"])
+    c.add_argument(
+        "--status", "-s", choices=["pending", "running", "on_hold", "succeeded", "failed", "cancelled"]
+    )
     c.add_argument("--order", choices=["schedule", "natural"], default="schedule")
     c.add_argument("--limit", "-n", type=int, default=20)
     cmd(ru, "show", "one run with its jobs").add_argument("run", type=int)
@@ -249,8 +282,10 @@ def ensure_engine(svc: Any) -> None:
 
     info = control.ensure(svc.project.root)
     if info is not None:
-        note(f"started the engine in the background (pid {info.get('pid')}); "
-             f"runs go on if this terminal closes. Log: .sluice/engine.log")
+        note(
+            f"started the engine in the background (pid {info.get('pid')}); "
+            f"runs go on if this terminal closes. Log: .sluice/engine.log"
+        )
 
 
 # ---------------------------------------------------------------- commands
@@ -261,10 +296,18 @@ def do_validate(args: argparse.Namespace, out: Out) -> int:
 
     project = load_project(project_dir(args))
     if out.json:
-        out.emit({"valid": True, "problems": [], "workflows": sorted(project.workflows),
-                  "models": sorted(project.models)})
+        out.emit(
+            {
+                "valid": True,
+                "problems": [],
+                "workflows": sorted(project.workflows),
+                "models": sorted(project.models),
+            }
+        )
     else:
-        out.line(f"{project.name}: {len(project.workflows)} workflow(s), {len(project.models)} model(s): all valid")
+        out.line(
+            f"{project.name}: {len(project.workflows)} workflow(s), {len(project.models)} model(s): all valid"
+        )
     return 0
 
 
@@ -323,9 +366,21 @@ def do_workflow(args: argparse.Namespace, out: Out) -> int:
         if out.json:
             out.emit(rows)
             return 0
-        out.table(["workflow", "state", "last run", "next fire", "description"], [
-            [w["name"], _wf_state(w), (f"#{w['last_run']['id']} " + out.status(w["last_run"]["status"]))
-             if w["last_run"] else "", short_time(w["next_fire"]), w["description"]] for w in rows])
+        out.table(
+            ["workflow", "state", "last run", "next fire", "description"],
+            [
+                [
+                    w["name"],
+                    _wf_state(w),
+                    (f"#{w['last_run']['id']} " + out.status(w["last_run"]["status"]))
+                    if w["last_run"]
+                    else "",
+                    short_time(w["next_fire"]),
+                    w["description"],
+                ]
+                for w in rows
+            ],
+        )
         return 0
     if args.sub == "show":
         wf = svc.workflow(args.name)
@@ -340,12 +395,18 @@ def do_workflow(args: argparse.Namespace, out: Out) -> int:
         if wf.lock != "none":
             out.line(f"  lock: {wf.lock}")
         if wf.timer:
-            out.line(f"  timer: {wf.timer.cron} (catch_up: {wf.timer.catch_up}); next fire {short_time(info['next_fire'])}")
+            out.line(
+                f"  timer: {wf.timer.cron} (catch_up: {wf.timer.catch_up}); next fire {short_time(info['next_fire'])}"
+            )
         out.line(f"  state: {_wf_state(info)}")
         for name, spec in wf.inputs.items():
-            bits = [spec.type] + (["required"] if spec.required else []) + (
-                [f"default {spec.default}"] if spec.default is not None and not spec.secret else []) + (
-                [f"one of {', '.join(map(str, spec.enum))}"] if spec.enum else []) + (["secret"] if spec.secret else [])
+            bits = (
+                [spec.type]
+                + (["required"] if spec.required else [])
+                + ([f"default {spec.default}"] if spec.default is not None and not spec.secret else [])
+                + ([f"one of {', '.join(map(str, spec.enum))}"] if spec.enum else [])
+                + (["secret"] if spec.secret else [])
+            )
             out.line(f"  input {name}: {', '.join(bits)}")
         out.line("  jobs:")
         for name, job in wf.jobs.items():
@@ -426,8 +487,9 @@ def do_hold(args: argparse.Namespace, out: Out, svc: Any) -> int:
 
     if args.sub == "release":
         fields = parse_pairs(args.field, "--field")
-        view = holds.release(svc, args.job, run_id=args.run, workflow=args.workflow, comment=args.comment,
-                             fields=fields)
+        view = holds.release(
+            svc, args.job, run_id=args.run, workflow=args.workflow, comment=args.comment, fields=fields
+        )
         ensure_engine(svc)
         msg = f"released {args.job} in run #{view['id']}"
     else:
@@ -445,8 +507,14 @@ def do_queue(args: argparse.Namespace, out: Out) -> int:
     from core import queueing
 
     svc = open_service(args)
-    sel = queueing.Selector(all=args.all, workflows=args.workflows, methods=args.methods, workflow=args.workflow,
-                            method=args.method, ids=list(args.ids))
+    sel = queueing.Selector(
+        all=args.all,
+        workflows=args.workflows,
+        methods=args.methods,
+        workflow=args.workflow,
+        method=args.method,
+        ids=list(args.ids),
+    )
     if args.sub == "list":
         items = queueing.select(svc, sel if sel.given() else None, limit=args.limit)
         if out.json:
@@ -458,8 +526,10 @@ def do_queue(args: argparse.Namespace, out: Out) -> int:
         render_items(out, items)
         return 0
     if not sel.given():
-        raise UsageError(f"sluice queue {args.sub}: choose items: --all, --workflows, --methods, "
-                         "--workflow NAME, --method NAME, or ITEM_ID...")
+        raise UsageError(
+            f"sluice queue {args.sub}: choose items: --all, --workflows, --methods, "
+            "--workflow NAME, --method NAME, or ITEM_ID..."
+        )
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if not args.yes and not interactive and sel.bulk:
         raise UsageError(f"sluice queue {args.sub} {sel.describe()}: --yes is required without a terminal")
@@ -518,10 +588,22 @@ def do_queue(args: argparse.Namespace, out: Out) -> int:
 
 
 def render_items(out: Out, items: list[dict[str, Any]]) -> None:
-    out.table(["id", "kind", "target", "inputs", "by", "age", "due", "note"], [
-        [f"#{i['id']}", i["kind"], i["target"], " ".join(f"{k}={v}" for k, v in i["inputs"].items()),
-         i["queued_by"].split("@")[0], ago(i["queued_at"]).removesuffix(" ago"), short_time(i["not_before"]),
-         i["note"] or ""] for i in items])
+    out.table(
+        ["id", "kind", "target", "inputs", "by", "age", "due", "note"],
+        [
+            [
+                f"#{i['id']}",
+                i["kind"],
+                i["target"],
+                " ".join(f"{k}={v}" for k, v in i["inputs"].items()),
+                i["queued_by"].split("@")[0],
+                ago(i["queued_at"]).removesuffix(" ago"),
+                short_time(i["not_before"]),
+                i["note"] or "",
+            ]
+            for i in items
+        ],
+    )
 
 
 def do_method(args: argparse.Namespace, out: Out) -> int:
@@ -531,9 +613,18 @@ def do_method(args: argparse.Namespace, out: Out) -> int:
         if out.json:
             out.emit(rows)
             return 0
-        out.table(["model", "method", "inputs", "description"], [
-            [m["model"], m["method"], ", ".join(k + ("*" if v["required"] else "") for k, v in m["inputs"].items()),
-             m["description"]] for m in rows])
+        out.table(
+            ["model", "method", "inputs", "description"],
+            [
+                [
+                    m["model"],
+                    m["method"],
+                    ", ".join(k + ("*" if v["required"] else "") for k, v in m["inputs"].items()),
+                    m["description"],
+                ]
+                for m in rows
+            ],
+        )
         return 0
     if args.sub in ("queue", "schedule"):
         return stage(args, out, svc, "method", svc.method(args.model, args.method).target)
@@ -565,8 +656,15 @@ def start_and_follow(args: argparse.Namespace, out: Out, svc: Any, start: Any) -
     return 0 if view["status"] in ("succeeded", "on_hold") else 1
 
 
-def follow(svc: Any, run_id: int, out: Out, *, stop_on_hold: bool = True, logs_only: bool = False,
-           job: str | None = None) -> dict[str, Any]:
+def follow(
+    svc: Any,
+    run_id: int,
+    out: Out,
+    *,
+    stop_on_hold: bool = True,
+    logs_only: bool = False,
+    job: str | None = None,
+) -> dict[str, Any]:
     """Print a run's output and job changes live; return the final run view."""
     view: dict[str, Any] = {}
     pending_nl: dict[str, bool] = {}
@@ -613,9 +711,21 @@ def do_run(args: argparse.Namespace, out: Out) -> int:
         if out.json:
             out.emit(rows)
             return 0
-        out.table(["run", "target", "status", "trigger", "by", "created", "jobs"], [
-            [f"#{r['id']}", r["target"], out.status(r["status"]), r["trigger"], r["created_by"].split("@")[0],
-             short_time(r["created_at"]), _job_summary(r["jobs"])] for r in rows])
+        out.table(
+            ["run", "target", "status", "trigger", "by", "created", "jobs"],
+            [
+                [
+                    f"#{r['id']}",
+                    r["target"],
+                    out.status(r["status"]),
+                    r["trigger"],
+                    r["created_by"].split("@")[0],
+                    short_time(r["created_at"]),
+                    _job_summary(r["jobs"]),
+                ]
+                for r in rows
+            ],
+        )
         return 0
     if args.sub == "show":
         view = svc.run_view(args.run)
@@ -630,18 +740,36 @@ def do_run(args: argparse.Namespace, out: Out) -> int:
             out.line("  inputs: " + ", ".join(f"{k}={v}" for k, v in view["inputs"].items()))
         for m in view["materials"]:
             out.line(f"  material {m['name']}: {m['revision']} ({short_time(m['timestamp'])})")
-        out.table(["job", "status", "agent", "exit", "started", "finished", "reason / outputs"], [
-            [j["name"], out.status(j["status"]), j["agent"] or "", "" if j["exit_code"] is None else j["exit_code"],
-             short_time(j["started_at"]), short_time(j["finished_at"]),
-             "; ".join(x for x in [j["reason"] or "", ", ".join(f"{k}={v}" for k, v in j["outputs"].items()),
-                                   f"released by {j['released_by']}" if j["released_by"] else ""] if x)]
-            for j in view["jobs"]])
+        out.table(
+            ["job", "status", "agent", "exit", "started", "finished", "reason / outputs"],
+            [
+                [
+                    j["name"],
+                    out.status(j["status"]),
+                    j["agent"] or "",
+                    "" if j["exit_code"] is None else j["exit_code"],
+                    short_time(j["started_at"]),
+                    short_time(j["finished_at"]),
+                    "; ".join(
+                        x
+                        for x in [
+                            j["reason"] or "",
+                            ", ".join(f"{k}={v}" for k, v in j["outputs"].items()),
+                            f"released by {j['released_by']}" if j["released_by"] else "",
+                        ]
+                        if x
+                    ),
+                ]
+                for j in view["jobs"]
+            ],
+        )
         return 0
     if args.sub == "logs":
         if args.follow:
             view = svc.run_view(args.run)
-            if args.job and not any(j["name"] == args.job or j["name"].startswith(args.job + "[")
-                                    for j in view["jobs"]):
+            if args.job and not any(
+                j["name"] == args.job or j["name"].startswith(args.job + "[") for j in view["jobs"]
+            ):
                 svc.log_chunks(args.run, job=args.job)  # raises NotFound with a did-you-mean
             try:
                 follow(svc, args.run, out, stop_on_hold=False, logs_only=True, job=args.job)
@@ -670,7 +798,11 @@ def do_run(args: argparse.Namespace, out: Out) -> int:
     if out.json:
         out.emit(view)
     else:
-        out.line(f"run #{args.run}: cancel requested" if not args.wait else f"run #{args.run} {out.status(view['status'])}")
+        out.line(
+            f"run #{args.run}: cancel requested"
+            if not args.wait
+            else f"run #{args.run} {out.status(view['status'])}"
+        )
     return 0
 
 
@@ -688,18 +820,32 @@ def do_agent(args: argparse.Namespace, out: Out) -> int:
         if out.json:
             out.emit(rows)
             return 0
-        out.table(["agent", "host", "environments", "resources", "cap", "state", "jobs", "heartbeat"], [
-            [a["name"], a["host"], ", ".join(a["environments"]) or "-", ", ".join(a["resources"]) or "-",
-             a["capacity"], out.status(a["state"]), ", ".join(a["jobs"]), short_time(a["heartbeat_at"])]
-            for a in rows])
+        out.table(
+            ["agent", "host", "environments", "resources", "cap", "state", "jobs", "heartbeat"],
+            [
+                [
+                    a["name"],
+                    a["host"],
+                    ", ".join(a["environments"]) or "-",
+                    ", ".join(a["resources"]) or "-",
+                    a["capacity"],
+                    out.status(a["state"]),
+                    ", ".join(a["jobs"]),
+                    short_time(a["heartbeat_at"]),
+                ]
+                for a in rows
+            ],
+        )
         return 0
     if args.sub in ("enable", "disable"):
         row = svc.set_agent_enabled(args.name, args.sub == "enable")
         if out.json:
             out.emit(row)
         else:
-            out.line(f"agent {args.name} {args.sub}d" + (": it finishes its current jobs and takes no more"
-                                                         if args.sub == "disable" else ""))
+            out.line(
+                f"agent {args.name} {args.sub}d"
+                + (": it finishes its current jobs and takes no more" if args.sub == "disable" else "")
+            )
         return 0
     import signal
     import threading
@@ -711,17 +857,27 @@ def do_agent(args: argparse.Namespace, out: Out) -> int:
     if unknown:
         from core.definitions import did_you_mean
 
-        raise Invalid(f"unknown environment '{unknown[0]}'{did_you_mean(unknown[0], svc.project.environments)}")
+        raise Invalid(
+            f"unknown environment '{unknown[0]}'{did_you_mean(unknown[0], svc.project.environments)}"
+        )
     if args.capacity is not None and args.capacity < 1:
         raise Invalid("--capacity must be at least 1")
-    agent = Agent(svc.db, svc.project.root, args.name, environments=args.env, resources=args.resource,
-                  capacity=args.capacity)
+    agent = Agent(
+        svc.db,
+        svc.project.root,
+        args.name,
+        environments=args.env,
+        resources=args.resource,
+        capacity=args.capacity,
+    )
     agent.register()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    note(f"agent {args.name} running (environments: {', '.join(args.env) or 'none'}; resources: "
-         f"{', '.join(args.resource) or 'none'}; capacity {agent.capacity}); Ctrl-C stops after current jobs")
+    note(
+        f"agent {args.name} running (environments: {', '.join(args.env) or 'none'}; resources: "
+        f"{', '.join(args.resource) or 'none'}; capacity {agent.capacity}); Ctrl-C stops after current jobs"
+    )
     return serve(svc.db, svc.project.root, agent, stop=stop)
 
 
@@ -733,7 +889,9 @@ def do_db(args: argparse.Namespace, out: Out) -> int:
 
     svc = open_service(args)
     if control.status(svc.project.root):
-        raise Refused("the engine is running: stop it first (sluice engine stop), so nothing changes mid-copy")
+        raise Refused(
+            "the engine is running: stop it first (sluice engine stop), so nothing changes mid-copy"
+        )
     target = Database(args.to)
     if target.url == svc.db.url:
         raise Refused("the target is the project's own database")
@@ -741,9 +899,13 @@ def do_db(args: argparse.Namespace, out: Out) -> int:
     if out.json:
         out.emit({"copied": counts, "to": target.where})
     else:
-        out.line(f"copied {sum(counts.values()):,} rows ({counts['runs']:,} runs, {counts['events']:,} events, "
-                 f"{counts['queue_items']:,} queue items) to {target.where}")
-        out.line(f"next: set 'database: {args.to}' in sluice.yaml (or SLUICE_DATABASE_URL) and start the engine")
+        out.line(
+            f"copied {sum(counts.values()):,} rows ({counts['runs']:,} runs, {counts['events']:,} events, "
+            f"{counts['queue_items']:,} queue items) to {target.where}"
+        )
+        out.line(
+            f"next: set 'database: {args.to}' in sluice.yaml (or SLUICE_DATABASE_URL) and start the engine"
+        )
     return 0
 
 
@@ -753,8 +915,10 @@ def do_history(args: argparse.Namespace, out: Out) -> int:
     if out.json:
         out.emit(rows)
         return 0
-    out.table(["time", "actor", "event", "what"], [
-        [short_time(e["at"]), e["actor"], e["kind"], e["message"]] for e in rows])
+    out.table(
+        ["time", "actor", "event", "what"],
+        [[short_time(e["at"]), e["actor"], e["kind"], e["message"]] for e in rows],
+    )
     return 0
 
 
@@ -763,8 +927,11 @@ def do_tui(args: argparse.Namespace, out: Out) -> int:
         raise UsageError("sluice tui: the dashboard needs a terminal")
     from .app import run_dashboard
 
-    return run_dashboard(project_dir(args), read_only=getattr(args, "read_only", False),
-                         mouse=True if getattr(args, "mouse", False) else None)
+    return run_dashboard(
+        project_dir(args),
+        read_only=getattr(args, "read_only", False),
+        mouse=True if getattr(args, "mouse", False) else None,
+    )
 
 
 def do_demo(args: argparse.Namespace, out: Out) -> int:
@@ -784,8 +951,18 @@ def do_demo(args: argparse.Namespace, out: Out) -> int:
 
 
 HANDLERS = {
-    "validate": do_validate, "init": do_init, "engine": do_engine, "workflow": do_workflow, "method": do_method,
-    "run": do_run, "history": do_history, "queue": do_queue, "agent": do_agent, "db": do_db, "tui": do_tui, "demo": do_demo,
+    "validate": do_validate,
+    "init": do_init,
+    "engine": do_engine,
+    "workflow": do_workflow,
+    "method": do_method,
+    "run": do_run,
+    "history": do_history,
+    "queue": do_queue,
+    "agent": do_agent,
+    "db": do_db,
+    "tui": do_tui,
+    "demo": do_demo,
 }
 
 
@@ -824,8 +1001,15 @@ def run_handler(handler: Any, args: argparse.Namespace, out: Out) -> int:
             sys.stderr.write(f"{p}\n")
         note(f"{len(e.problems)} problem(s) in the definitions; nothing was changed")
         if out.json:
-            out.emit({"valid": False, "problems": [
-                {"path": p.path, "line": p.line, "col": p.col, "message": p.message} for p in e.problems]})
+            out.emit(
+                {
+                    "valid": False,
+                    "problems": [
+                        {"path": p.path, "line": p.line, "col": p.col, "message": p.message}
+                        for p in e.problems
+                    ],
+                }
+            )
         return 2
     except ProjectNotFound as e:
         note(str(e))

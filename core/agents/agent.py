@@ -25,12 +25,15 @@ from .runner import JobRunner, WorkerPool
 
 # One statement, one winner. On PostgreSQL the row is locked with SKIP LOCKED, so concurrent
 # claimers pass over a job another agent is taking instead of queueing behind it.
-_SET = ("UPDATE jobs SET status = 'running', agent = ?, attempt = attempt + 1, claim_token = claim_token + 1, "
-        "started_at = ?, finished_at = NULL, reason = NULL ")
+_SET = (
+    "UPDATE jobs SET status = 'running', agent = ?, attempt = attempt + 1, claim_token = claim_token + 1, "
+    "started_at = ?, finished_at = NULL, reason = NULL "
+)
 CLAIM = {
     "sqlite": _SET + "WHERE id = ? AND status = 'waiting' AND gate IS NULL",
-    "postgresql": _SET + "WHERE id = (SELECT id FROM jobs WHERE id = ? AND status = 'waiting' AND gate IS NULL "
-                         "FOR UPDATE SKIP LOCKED)",
+    "postgresql": _SET
+    + "WHERE id = (SELECT id FROM jobs WHERE id = ? AND status = 'waiting' AND gate IS NULL "
+    "FOR UPDATE SKIP LOCKED)",
 }
 
 
@@ -76,9 +79,17 @@ def agent_rows(db: Database) -> list[dict[str, Any]]:
 
 
 class Agent:
-    def __init__(self, db: Database, root: Path, name: str, *, environments: list[str] | None = None,
-                 resources: list[str] | None = None, capacity: int | None = None,
-                 on_done: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        db: Database,
+        root: Path,
+        name: str,
+        *,
+        environments: list[str] | None = None,
+        resources: list[str] | None = None,
+        capacity: int | None = None,
+        on_done: Callable[[int], None] | None = None,
+    ):
         self.db = db
         self.root = root
         self.name = name
@@ -95,8 +106,13 @@ class Agent:
 
     @property
     def row(self) -> dict[str, Any]:
-        return {"name": self.name, "environments": self.environments, "resources": self.resources,
-                "enabled": 1, "lost": 0}
+        return {
+            "name": self.name,
+            "environments": self.environments,
+            "resources": self.resources,
+            "enabled": 1,
+            "lost": 0,
+        }
 
     # ------------------------------------------------------------ life
 
@@ -105,16 +121,32 @@ class Agent:
         t = now()
         with self.db.write() as tx:
             row = tx.one("SELECT * FROM agents WHERE name = ?", (self.name,))
-            if row is not None and not takeover and not row["lost"] and row["heartbeat_at"] > t - agent_timeout() \
-                    and (row["host"], row["pid"]) != (identity.host(), os.getpid()):
+            if (
+                row is not None
+                and not takeover
+                and not row["lost"]
+                and row["heartbeat_at"] > t - agent_timeout()
+                and (row["host"], row["pid"]) != (identity.host(), os.getpid())
+            ):
                 raise Refused(f"agent {self.name} is already running on {row['host']} (pid {row['pid']})")
-            values = {"host": identity.host(), "pid": os.getpid(), "environments": dumps(self.environments),
-                      "resources": dumps(self.resources), "capacity": self.capacity, "lost": 0,
-                      "started_at": t, "heartbeat_at": t}
+            values = {
+                "host": identity.host(),
+                "pid": os.getpid(),
+                "environments": dumps(self.environments),
+                "resources": dumps(self.resources),
+                "capacity": self.capacity,
+                "lost": 0,
+                "started_at": t,
+                "heartbeat_at": t,
+            }
             if row is None:
                 tx.insert("agents", {"name": self.name, "enabled": 1, **values})
-                record_event(tx, "agent.registered", f"sluice@{self.name}",
-                             f"agent {self.name} registered on {identity.host()}")
+                record_event(
+                    tx,
+                    "agent.registered",
+                    f"sluice@{self.name}",
+                    f"agent {self.name} registered on {identity.host()}",
+                )
             else:
                 sets = ", ".join(f"{k} = :{k}" for k in values)
                 tx.execute(f"UPDATE agents SET {sets} WHERE name = :name", {**values, "name": self.name})
@@ -123,7 +155,9 @@ class Agent:
         """Record that we are alive. Cut off from the store too long, or declared lost: stop our jobs."""
         try:
             with self.db.write() as tx:
-                tx.execute("UPDATE agents SET heartbeat_at = ? WHERE name = ? AND lost = 0", (now(), self.name))
+                tx.execute(
+                    "UPDATE agents SET heartbeat_at = ? WHERE name = ? AND lost = 0", (now(), self.name)
+                )
                 row = tx.one("SELECT lost FROM agents WHERE name = ?", (self.name,))
             self.last_beat_ok = time.monotonic()
             if row and row["lost"]:
@@ -160,7 +194,8 @@ class Agent:
             "SELECT j.id, j.base, j.copy_key, j.run_id FROM jobs j JOIN runs r ON r.id = j.run_id "
             "LEFT JOIN workflow_states ws ON r.kind = 'workflow' AND ws.workflow = r.target "
             "WHERE j.status = 'waiting' AND j.gate IS NULL AND r.cancel_requested = 0 AND COALESCE(ws.paused, 0) = 0 "
-            "ORDER BY j.run_id, j.position, j.id LIMIT 500")
+            "ORDER BY j.run_id, j.position, j.id LIMIT 500"
+        )
         picked = []
         for c in candidates:
             if len(picked) >= free:
@@ -184,20 +219,32 @@ class Agent:
                 run = tx.one("SELECT * FROM runs WHERE id = ?", (c["run_id"],))
                 assert job is not None and run is not None
                 if run["started_at"] is None:
-                    tx.execute("UPDATE runs SET started_at = ?, status = 'running' WHERE id = ?", (t, run["id"]))
+                    tx.execute(
+                        "UPDATE runs SET started_at = ?, status = 'running' WHERE id = ?", (t, run["id"])
+                    )
                 elif run["status"] != "running":
                     tx.execute("UPDATE runs SET status = 'running' WHERE id = ?", (run["id"],))
-                record_event(tx, "job.started", f"sluice@{self.name}", f"{job['name']} started on {self.name}",
-                             run_id=run["id"], job_id=job["id"])
+                record_event(
+                    tx,
+                    "job.started",
+                    f"sluice@{self.name}",
+                    f"{job['name']} started on {self.name}",
+                    run_id=run["id"],
+                    job_id=job["id"],
+                )
                 started.append((job, run))
         for job, run in started:
-            runner = JobRunner(self.db, self.root, job, run, self.name, self._done, plan=self._plan(run["id"], plan_of))
+            runner = JobRunner(
+                self.db, self.root, job, run, self.name, self._done, plan=self._plan(run["id"], plan_of)
+            )
             with self.lock:
                 self.runners[job["id"]] = runner
             self.pool.submit(runner.run)
         return len(started)
 
-    def _plan(self, run_id: int, plan_of: Callable[[dict[str, Any]], dict[str, Any]] | None) -> dict[str, Any]:
+    def _plan(
+        self, run_id: int, plan_of: Callable[[dict[str, Any]], dict[str, Any]] | None
+    ) -> dict[str, Any]:
         p = self.plans.get(run_id)
         if p is None:
             run = self.db.one("SELECT id, plan FROM runs WHERE id = ?", (run_id,))
@@ -220,8 +267,10 @@ class Agent:
         ids = list(self.runners)
         marks = ",".join("?" * len(ids))
         for r in self.db.all(
-                f"SELECT j.id, j.status, j.claim_token, r.cancel_requested, r.cancelled_by FROM jobs j "
-                f"JOIN runs r ON r.id = j.run_id WHERE j.id IN ({marks})", ids):
+            f"SELECT j.id, j.status, j.claim_token, r.cancel_requested, r.cancelled_by FROM jobs j "
+            f"JOIN runs r ON r.id = j.run_id WHERE j.id IN ({marks})",
+            ids,
+        ):
             runner = self.runners.get(r["id"])
             if runner is None:
                 continue

@@ -15,7 +15,7 @@ def proc_start(pid: int) -> str | None:
     except OSError:
         return None
     # the command name may contain spaces and parentheses: split after the last ')'
-    fields = stat[stat.rfind(")") + 2:].split()
+    fields = stat[stat.rfind(")") + 2 :].split()
     return fields[19] if len(fields) > 19 else None
 
 

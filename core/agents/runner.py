@@ -80,7 +80,7 @@ class LogWriter:
         if self.buf:
             text, self.buf, self.size = "".join(self.buf), [], 0
             for i in range(0, len(text), CHUNK_BYTES):
-                self.pending.append(("out", text[i:i + CHUNK_BYTES]))
+                self.pending.append(("out", text[i : i + CHUNK_BYTES]))
 
     def flush(self, final: bool = False, tx: Tx | None = None) -> None:
         self._seal(final)
@@ -102,12 +102,23 @@ class LogWriter:
     def _write(self, tx: Tx) -> None:
         t = now()
         if self.dropped:
-            self.pending.insert(0, ("sluice", f"--- {self.dropped} chunk(s) of output lost while the store was away\n"))
+            self.pending.insert(
+                0, ("sluice", f"--- {self.dropped} chunk(s) of output lost while the store was away\n")
+            )
             self.dropped = 0
         for stream, text in self.pending:
             self.seq += 1
-            tx.insert("log_chunks", {"job_id": self.job_id, "run_id": self.run_id, "seq": self.seq,
-                                     "stream": stream, "data": mask_text(text, self.secrets), "at": t})
+            tx.insert(
+                "log_chunks",
+                {
+                    "job_id": self.job_id,
+                    "run_id": self.run_id,
+                    "seq": self.seq,
+                    "stream": stream,
+                    "data": mask_text(text, self.secrets),
+                    "at": t,
+                },
+            )
         self.pending = []
 
 
@@ -118,7 +129,9 @@ class WorkerPool:
         import queue
 
         self.tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self.threads = [threading.Thread(target=self._work, name=f"worker-{i}", daemon=True) for i in range(size)]
+        self.threads = [
+            threading.Thread(target=self._work, name=f"worker-{i}", daemon=True) for i in range(size)
+        ]
         for t in self.threads:
             t.start()
 
@@ -139,8 +152,16 @@ class WorkerPool:
 class JobRunner:
     """Executes one claimed job; reports through the store, then calls on_done()."""
 
-    def __init__(self, db: Database, root: Path, job: dict[str, Any], run: dict[str, Any],
-                 agent: str, on_done: Callable[[JobRunner], None], plan: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        db: Database,
+        root: Path,
+        job: dict[str, Any],
+        run: dict[str, Any],
+        agent: str,
+        on_done: Callable[[JobRunner], None],
+        plan: dict[str, Any] | None = None,
+    ):
         self.db = db
         self.root = root
         self.job = job
@@ -188,11 +209,18 @@ class JobRunner:
             env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
         for k in [k for k in env if k.startswith("INPUT_") or k.startswith("SLUICE_MATERIAL_")]:
             del env[k]
-        env.update({
-            "SLUICE_RUN_ID": str(run["id"]), "SLUICE_JOB": self.job["name"], "SLUICE_WORKFLOW": run["target"],
-            "SLUICE_WORKSPACE": str(workspace), "SLUICE_OUTPUT": str(output_file),
-            "SLUICE_PROJECT": str(self.root), "SLUICE_AGENT": self.agent, "SLUICE_JOB_ID": str(self.job["id"]),
-        })
+        env.update(
+            {
+                "SLUICE_RUN_ID": str(run["id"]),
+                "SLUICE_JOB": self.job["name"],
+                "SLUICE_WORKFLOW": run["target"],
+                "SLUICE_WORKSPACE": str(workspace),
+                "SLUICE_OUTPUT": str(output_file),
+                "SLUICE_PROJECT": str(self.root),
+                "SLUICE_AGENT": self.agent,
+                "SLUICE_JOB_ID": str(self.job["id"]),
+            }
+        )
         if run["parent_run_id"]:
             env["SLUICE_PARENT_RUN_ID"] = str(run["parent_run_id"])
         else:
@@ -223,8 +251,12 @@ class JobRunner:
         secrets = self._secret_values(ctx)
         seq = 0
         if self.job["attempt"] > 1:
-            seq = int(self.db.scalar("SELECT COALESCE(MAX(seq), 0) FROM log_chunks WHERE job_id = ?",
-                                     (self.job["id"],)) or 0)
+            seq = int(
+                self.db.scalar(
+                    "SELECT COALESCE(MAX(seq), 0) FROM log_chunks WHERE job_id = ?", (self.job["id"],)
+                )
+                or 0
+            )
         log = self.log = LogWriter(self.db, self.job["id"], run_id, secrets, seq)
         base_env = self._base_env(ctx, workspace, output_file)
         timeout = self.spec.get("timeout")
@@ -277,18 +309,28 @@ class JobRunner:
 
     def _secret_values(self, ctx: dict[str, Any]) -> list[str]:
         names = secret_names(self.plan)
-        values = [str(v) for k, v in {**ctx["inputs"], **loads(self.job.get("fields"), {})}.items()
-                  if k in names and v not in (None, "")]
+        values = [
+            str(v)
+            for k, v in {**ctx["inputs"], **loads(self.job.get("fields"), {})}.items()
+            if k in names and v not in (None, "")
+        ]
         return values
 
-    def _spawn(self, cmd: str | list[str], env: dict[str, str], log: LogWriter,
-               deadline: float | None) -> tuple[int | None, str | None]:
+    def _spawn(
+        self, cmd: str | list[str], env: dict[str, str], log: LogWriter, deadline: float | None
+    ) -> tuple[int | None, str | None]:
         """Run one step to the end; returns (exit code, reason when sluice stopped it)."""
         try:
             proc = subprocess.Popen(
-                cmd, shell=isinstance(cmd, str), executable="/bin/sh" if isinstance(cmd, str) else None,
-                cwd=str(self.root), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                cmd,
+                shell=isinstance(cmd, str),
+                executable="/bin/sh" if isinstance(cmd, str) else None,
+                cwd=str(self.root),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         except OSError as e:
             log.note(f"cannot start: {e}")
@@ -311,8 +353,10 @@ class JobRunner:
                 if record_pid_at is not None and time.monotonic() >= record_pid_at:
                     try:
                         with self.db.write() as tx:
-                            tx.execute("UPDATE jobs SET pid = ?, proc_start = ? WHERE id = ? AND claim_token = ?",
-                                       (proc.pid, proc_start(proc.pid), self.job["id"], self.token))
+                            tx.execute(
+                                "UPDATE jobs SET pid = ?, proc_start = ? WHERE id = ? AND claim_token = ?",
+                                (proc.pid, proc_start(proc.pid), self.job["id"], self.token),
+                            )
                         record_pid_at = None
                     except StoreError:
                         record_pid_at = time.monotonic() + 0.5
@@ -373,7 +417,9 @@ class JobRunner:
         except FileNotFoundError:
             return {}
         if len(data) > OUTPUT_LIMIT:
-            log.note(f"--- $SLUICE_OUTPUT is over {OUTPUT_LIMIT // 1024} KiB: only the first {OUTPUT_LIMIT // 1024} KiB is kept")
+            log.note(
+                f"--- $SLUICE_OUTPUT is over {OUTPUT_LIMIT // 1024} KiB: only the first {OUTPUT_LIMIT // 1024} KiB is kept"
+            )
             data = data[:OUTPUT_LIMIT]
         out: dict[str, str] = {}
         for line in data.decode(errors="replace").splitlines():
@@ -384,7 +430,9 @@ class JobRunner:
 
     # ------------------------------------------------------------ reporting
 
-    def _finish(self, status: str, exit_code: int | None, reason: str | None, outputs: dict[str, str]) -> None:
+    def _finish(
+        self, status: str, exit_code: int | None, reason: str | None, outputs: dict[str, str]
+    ) -> None:
         """Report the result; while the store is unreachable, keep trying (the job's processes are gone)."""
         delay = 0.2
         while True:
@@ -394,11 +442,15 @@ class JobRunner:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _report(self, status: str, exit_code: int | None, reason: str | None, outputs: dict[str, str]) -> None:
+    def _report(
+        self, status: str, exit_code: int | None, reason: str | None, outputs: dict[str, str]
+    ) -> None:
         retry = self.spec.get("retry") or {}
         attempt = self.job["attempt"]
         will_retry = (
-            status == "failed" and retry and attempt <= int(retry.get("limit") or 0)
+            status == "failed"
+            and retry
+            and attempt <= int(retry.get("limit") or 0)
             and (not retry.get("exit_codes") or exit_code in retry["exit_codes"])
         )
         with self.db.write() as tx:
@@ -410,18 +462,27 @@ class JobRunner:
                 changed = tx.execute(
                     "UPDATE jobs SET status = 'waiting', reason = ?, exit_code = ?, pid = NULL, agent = NULL "
                     "WHERE id = ? AND claim_token = ? AND status = 'running'",
-                    (why, exit_code, self.job["id"], self.token))
+                    (why, exit_code, self.job["id"], self.token),
+                )
                 kind, message = "job.retry", f"{self.job['name']} failed ({reason}); {why}"
             else:
                 changed = tx.execute(
                     "UPDATE jobs SET status = ?, reason = ?, exit_code = ?, finished_at = ?, outputs = ?, pid = NULL "
                     "WHERE id = ? AND claim_token = ? AND status = 'running'",
-                    (status, reason, exit_code, now(), dumps(outputs), self.job["id"], self.token))
+                    (status, reason, exit_code, now(), dumps(outputs), self.job["id"], self.token),
+                )
                 kind = f"job.{status}"
                 message = f"{self.job['name']} {status}" + (f": {reason}" if reason else "")
             if changed:
-                record_event(tx, kind, f"sluice@{self.agent}", message, run_id=self.run_row["id"],
-                             job_id=self.job["id"], details={"exit_code": exit_code})
+                record_event(
+                    tx,
+                    kind,
+                    f"sluice@{self.agent}",
+                    message,
+                    run_id=self.run_row["id"],
+                    job_id=self.job["id"],
+                    details={"exit_code": exit_code},
+                )
 
 
 def job_context(db: Database, run: dict[str, Any], plan: dict[str, Any], base: str) -> dict[str, Any]:
@@ -431,13 +492,17 @@ def job_context(db: Database, run: dict[str, Any], plan: dict[str, Any], base: s
     upstream = _ancestors(plan, base)
     if upstream:  # only what this job may refer to: a wide fan-out must not read every sibling
         marks = ",".join("?" * len(upstream))
-        for j in db.all(f"SELECT base, outputs FROM jobs WHERE run_id = ? AND base IN ({marks}) ORDER BY id",
-                        (run_id, *upstream)):
+        for j in db.all(
+            f"SELECT base, outputs FROM jobs WHERE run_id = ? AND base IN ({marks}) ORDER BY id",
+            (run_id, *upstream),
+        ):
             outputs.setdefault(j["base"], {}).update(loads(j["outputs"], {}))
     mats = {}
     if plan.get("materials"):
-        mats = {m["name"]: m["revision"] for m in
-                db.all("SELECT name, revision FROM materials WHERE run_id = ?", (run_id,))}
+        mats = {
+            m["name"]: m["revision"]
+            for m in db.all("SELECT name, revision FROM materials WHERE run_id = ?", (run_id,))
+        }
     return {"inputs": loads(run["inputs"], {}), "jobs": outputs, "run": {"id": run_id}, "materials": mats}
 
 

@@ -34,7 +34,11 @@ def coerce_one(spec: InputSpec, raw: Any) -> Any:
         else:
             raise ValueError(f"'{raw}' is not true or false")
     else:
-        value = raw if isinstance(raw, str) else ("true" if raw is True else "false" if raw is False else str(raw))
+        value = (
+            raw
+            if isinstance(raw, str)
+            else ("true" if raw is True else "false" if raw is False else str(raw))
+        )
     if spec.enum is not None:
         allowed = [coerce_enum(spec, e) for e in spec.enum]
         if value not in allowed:
@@ -55,7 +59,9 @@ def coerce_enum(spec: InputSpec, e: Any) -> Any:
     return e if isinstance(e, str) else str(e)
 
 
-def validate_inputs(specs: Mapping[str, InputSpec], given: Mapping[str, Any], what: str = "input") -> dict[str, Any]:
+def validate_inputs(
+    specs: Mapping[str, InputSpec], given: Mapping[str, Any], what: str = "input"
+) -> dict[str, Any]:
     """Validate given values, fill defaults; raises InputError with one clear line."""
     from .loader import did_you_mean
 
@@ -73,7 +79,9 @@ def validate_inputs(specs: Mapping[str, InputSpec], given: Mapping[str, Any], wh
         elif spec.default is not None:
             out[name] = spec.default
         elif spec.required:
-            raise InputError(f"missing required {what} '{name}' (pass --{'field' if what == 'field' else 'input'} {name}=VALUE)")
+            raise InputError(
+                f"missing required {what} '{name}' (pass --{'field' if what == 'field' else 'input'} {name}=VALUE)"
+            )
     return out
 
 

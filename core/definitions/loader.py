@@ -81,9 +81,7 @@ def find_project_root(start: Path | None = None) -> Path:
     for d in (here, *here.parents):
         if (d / "sluice.yaml").is_file():
             return d
-    raise ProjectNotFound(
-        f"no sluice.yaml in {here} or any parent; run 'sluice init' or pass --project DIR"
-    )
+    raise ProjectNotFound(f"no sluice.yaml in {here} or any parent; run 'sluice init' or pass --project DIR")
 
 
 class _File:
@@ -116,8 +114,13 @@ class _File:
             out[k.value] = (k, v)
         return out
 
-    def keys(self, m: dict[str, tuple[yaml.Node, yaml.Node]], allowed: Iterable[str], what: str,
-             required: Iterable[str] = ()) -> None:
+    def keys(
+        self,
+        m: dict[str, tuple[yaml.Node, yaml.Node]],
+        allowed: Iterable[str],
+        what: str,
+        required: Iterable[str] = (),
+    ) -> None:
         allowed = list(allowed)
         for key, (knode, _) in m.items():
             if key not in allowed:
@@ -138,7 +141,9 @@ class _File:
 
     def string(self, node: yaml.Node, what: str) -> str | None:
         if isinstance(node, yaml.ScalarNode) and node.tag in (
-            "tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+            "tag:yaml.org,2002:str",
+            "tag:yaml.org,2002:int",
+            "tag:yaml.org,2002:float",
         ):
             return str(node.value)
         self.err(node, f"{what} must be a string")
@@ -301,7 +306,9 @@ class _Loader_:
         m = f.mapping(node, "sluice.yaml")
         if m is None:
             return
-        f.keys(m, ("name", "timezone", "database", "capacity", "groups", "environments", "agents"), "sluice.yaml")
+        f.keys(
+            m, ("name", "timezone", "database", "capacity", "groups", "environments", "agents"), "sluice.yaml"
+        )
         if "name" in m:
             project.name = f.name(m["name"][1], "name") or project.name
         if "timezone" in m:
@@ -343,7 +350,9 @@ class _Loader_:
                     for i, env in enumerate(spec.environments):
                         enode = _item(am["environments"][1], i)
                         if env not in project.environments:
-                            f.err(enode, f"unknown environment '{env}'{did_you_mean(env, project.environments)}")
+                            f.err(
+                                enode, f"unknown environment '{env}'{did_you_mean(env, project.environments)}"
+                            )
                 if "resources" in am:
                     spec.resources = f.strings(am["resources"][1], f"agents.{aname}.resources")
                 if "capacity" in am:
@@ -438,7 +447,9 @@ class _Loader_:
             if "env" in mm:
                 env = f.string_map(mm["env"][1], f"{where}.env")
                 for key, (vnode, value) in env.items():
-                    self.check_expressions(f, vnode, value, inputs=method.inputs, ancestors=None, materials=None)
+                    self.check_expressions(
+                        f, vnode, value, inputs=method.inputs, ancestors=None, materials=None
+                    )
                     method.env[key] = value
             model.methods[mname] = method
         return model
@@ -457,7 +468,9 @@ class _Loader_:
         if "exit_codes" in rm:
             codes = rm["exit_codes"][1]
             if isinstance(codes, yaml.SequenceNode):
-                r.exit_codes = [c for c in (f.integer(n, f"{what}.exit_codes item") for n in codes.value) if c is not None]
+                r.exit_codes = [
+                    c for c in (f.integer(n, f"{what}.exit_codes item") for n in codes.value) if c is not None
+                ]
             else:
                 f.err(codes, f"{what}.exit_codes must be a list of integers")
         return r
@@ -468,8 +481,12 @@ class _Loader_:
         m = f.mapping(node, "a workflow")
         if m is None:
             return None
-        f.keys(m, ("name", "description", "inputs", "environment", "lock", "timer", "materials", "jobs"),
-               "workflow", required=("name", "jobs"))
+        f.keys(
+            m,
+            ("name", "description", "inputs", "environment", "lock", "timer", "materials", "jobs"),
+            "workflow",
+            required=("name", "jobs"),
+        )
         if "name" not in m:
             return None
         name = f.name(m["name"][1], "workflow name")
@@ -485,8 +502,17 @@ class _Loader_:
             if env is not None:
                 wf.environment = env
                 enode = m["environment"][1]
-                self.refs.append((f, enode, lambda p, env=env: None if env in p.environments else
-                                  f"unknown environment '{env}'{did_you_mean(env, p.environments)}"))
+                self.refs.append(
+                    (
+                        f,
+                        enode,
+                        lambda p, env=env: (
+                            None
+                            if env in p.environments
+                            else f"unknown environment '{env}'{did_you_mean(env, p.environments)}"
+                        ),
+                    )
+                )
         if "lock" in m:
             wf.lock = f.choice(m["lock"][1], "lock", LOCK_VALUES) or "none"
         if "timer" in m:
@@ -516,7 +542,9 @@ class _Loader_:
             if "cron" not in tm:
                 return None
             cron_node = tm["cron"][1]
-            catch_up = f.choice(tm["catch_up"][1], "timer.catch_up", CATCH_UP_VALUES) if "catch_up" in tm else "none"
+            catch_up = (
+                f.choice(tm["catch_up"][1], "timer.catch_up", CATCH_UP_VALUES) if "catch_up" in tm else "none"
+            )
         else:
             cron_node, catch_up = node, "none"
         cron = f.string(cron_node, "timer")
@@ -529,7 +557,9 @@ class _Loader_:
             return None
         return Timer(cron=cron, catch_up=catch_up or "none")
 
-    def material(self, f: _File, knode: yaml.Node, node: yaml.Node, name: str, wf_name: str) -> Material | None:
+    def material(
+        self, f: _File, knode: yaml.Node, node: yaml.Node, name: str, wf_name: str
+    ) -> Material | None:
         if f.name(knode, "material name") is None:
             return None
         mm = f.mapping(node, f"materials.{name}")
@@ -557,8 +587,17 @@ class _Loader_:
             if upstream == wf_name:
                 f.err(mm["workflow"][1], f"{where}: a workflow cannot be its own material")
             elif upstream is not None:
-                self.refs.append((f, mm["workflow"][1], lambda p, w=upstream: None if w in p.workflows else
-                                  f"unknown workflow '{w}'{did_you_mean(w, p.workflows)}"))
+                self.refs.append(
+                    (
+                        f,
+                        mm["workflow"][1],
+                        lambda p, w=upstream: (
+                            None
+                            if w in p.workflows
+                            else f"unknown workflow '{w}'{did_you_mean(w, p.workflows)}"
+                        ),
+                    )
+                )
         return mat
 
     def job(self, f: _File, node: yaml.Node, name: str, wf: Workflow) -> Job | None:
@@ -566,8 +605,25 @@ class _Loader_:
         if jm is None:
             return None
         where = f"job {name}"
-        f.keys(jm, ("needs", "if", "hold", "concurrency_group", "concurrency", "parallelism",
-                    "run_on_all_agents", "resources", "trigger", "timeout", "retry", "env", "steps"), where)
+        f.keys(
+            jm,
+            (
+                "needs",
+                "if",
+                "hold",
+                "concurrency_group",
+                "concurrency",
+                "parallelism",
+                "run_on_all_agents",
+                "resources",
+                "trigger",
+                "timeout",
+                "retry",
+                "env",
+                "steps",
+            ),
+            where,
+        )
         job = Job(name=name)
         if "needs" in jm:
             job.needs = f.strings(jm["needs"][1], f"{where}.needs")
@@ -586,7 +642,10 @@ class _Loader_:
         if "run_on_all_agents" in jm:
             job.run_on_all_agents = bool(f.boolean(jm["run_on_all_agents"][1], f"{where}.run_on_all_agents"))
             if job.run_on_all_agents and job.parallelism > 1:
-                f.err(jm["run_on_all_agents"][0], f"{where}: run_on_all_agents and parallelism cannot be combined")
+                f.err(
+                    jm["run_on_all_agents"][0],
+                    f"{where}: run_on_all_agents and parallelism cannot be combined",
+                )
         if "resources" in jm:
             job.resources = f.strings(jm["resources"][1], f"{where}.resources")
         if "timeout" in jm:
@@ -646,8 +705,15 @@ class _Loader_:
         if target is None:
             return None
         tnode = tm["workflow"][1]
-        self.refs.append((f, tnode, lambda p, w=target: None if w in p.workflows else
-                          f"unknown workflow '{w}'{did_you_mean(w, p.workflows)}"))
+        self.refs.append(
+            (
+                f,
+                tnode,
+                lambda p, w=target: (
+                    None if w in p.workflows else f"unknown workflow '{w}'{did_you_mean(w, p.workflows)}"
+                ),
+            )
+        )
         trig = Trigger(workflow=target)
         if "wait" in tm:
             trig.wait = bool(f.boolean(tm["wait"][1], f"{where}.trigger.wait"))
@@ -675,8 +741,11 @@ class _Loader_:
             if "with" in sm:
                 f.err(sm["with"][0], f"{where}: 'with' applies only to method steps")
             if isinstance(step.run, str) and EXPR_RE.search(step.run):
-                f.err(sm["run"][1], f"{where}: expressions are not allowed in run text; "
-                      "pass them through env: and use the variable")
+                f.err(
+                    sm["run"][1],
+                    f"{where}: expressions are not allowed in run text; "
+                    "pass them through env: and use the variable",
+                )
         else:
             target = f.string(sm["method"][1], f"{where}.method")
             if target is None:
@@ -695,7 +764,9 @@ class _Loader_:
                 keys = dict(step.with_)
                 self.refs.append((f, wnode, lambda p, t=target, k=keys: _check_with(p, t, k)))
         step.name = (f.string(sm["name"][1], f"{where}.name") if "name" in sm else None) or (
-            step.method if step.method else (step.run if isinstance(step.run, str) else " ".join(step.run or []))
+            step.method
+            if step.method
+            else (step.run if isinstance(step.run, str) else " ".join(step.run or []))
         )
         return step
 
@@ -707,8 +778,10 @@ class _Loader_:
                 if need not in wf.jobs and need in jm:
                     continue  # that job already reported its own problem
                 if need not in wf.jobs:
-                    f.err(_item(needs_node, i) or jnode,
-                          f"job {jname} needs unknown job '{need}'{did_you_mean(need, wf.jobs)}")
+                    f.err(
+                        _item(needs_node, i) or jnode,
+                        f"job {jname} needs unknown job '{need}'{did_you_mean(need, wf.jobs)}",
+                    )
                 elif need == jname:
                     f.err(_item(needs_node, i) or jnode, f"job {jname} needs itself")
         # cycles: depth-first search, report the cycle path once
@@ -724,7 +797,7 @@ class _Loader_:
                 if n not in wf.jobs or n == j:
                     continue
                 if state.get(n) == 1 and not reported:
-                    cycle = stack[stack.index(n):] + [n]
+                    cycle = [*stack[stack.index(n) :], n]
                     f.err(jm[n][0], f"jobs form a cycle: {' -> '.join(cycle)}")
                     reported = True
                 elif n not in state:
@@ -739,12 +812,21 @@ class _Loader_:
             self.pending_expr = [e for e in self.pending_expr if e[3] is not wf]
             return
         for pf, vnode, value, _pwf, job in [e for e in self.pending_expr if e[3] is wf]:
-            self.check_expressions(pf, vnode, value, inputs=wf.inputs, ancestors=ancestors(wf, job),
-                                   materials=wf.materials)
+            self.check_expressions(
+                pf, vnode, value, inputs=wf.inputs, ancestors=ancestors(wf, job), materials=wf.materials
+            )
         self.pending_expr = [e for e in self.pending_expr if e[3] is not wf]
 
-    def check_expressions(self, f: _File, node: yaml.Node, value: str, *, inputs: dict[str, InputSpec],
-                          ancestors: set[str] | None, materials: dict[str, Material] | None) -> None:
+    def check_expressions(
+        self,
+        f: _File,
+        node: yaml.Node,
+        value: str,
+        *,
+        inputs: dict[str, InputSpec],
+        ancestors: set[str] | None,
+        materials: dict[str, Material] | None,
+    ) -> None:
         for match in EXPR_RE.finditer(value):
             try:
                 ref = parse_expression(match.group(1))
@@ -758,13 +840,19 @@ class _Loader_:
                 if ancestors is None:
                     f.err(node, f"'{match.group(0)}': job outputs are only available in workflows")
                 elif ref[1] not in ancestors:
-                    f.err(node, f"'{match.group(0)}': job '{ref[1]}' is not among this job's needs"
-                          f"{did_you_mean(ref[1], ancestors)}")
+                    f.err(
+                        node,
+                        f"'{match.group(0)}': job '{ref[1]}' is not among this job's needs"
+                        f"{did_you_mean(ref[1], ancestors)}",
+                    )
             elif kind == "materials":
                 if materials is None:
                     f.err(node, f"'{match.group(0)}': materials are only available in workflows")
                 elif ref[1] not in materials:
-                    f.err(node, f"unknown material '{ref[1]}' in '{match.group(0)}'{did_you_mean(ref[1], materials)}")
+                    f.err(
+                        node,
+                        f"unknown material '{ref[1]}' in '{match.group(0)}'{did_you_mean(ref[1], materials)}",
+                    )
 
 
 def ancestors(wf: Workflow, job: str) -> set[str]:

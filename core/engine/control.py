@@ -21,13 +21,18 @@ def start_background(root: Path, wait: float = 10.0) -> dict[str, Any]:
     """Start a detached engine (own session: it outlives this terminal and SSH session)."""
     state = root / ".sluice"
     state.mkdir(parents=True, exist_ok=True)
-    logf = open(state / "engine.log", "ab")  # noqa: SIM115 - handed to the child
+    logf = open(state / "engine.log", "ab")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
     proc = subprocess.Popen(
         [sys.executable, "-m", "core.engine", "--project", str(root)],
-        stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, cwd=str(root), env=env,
-        start_new_session=True, close_fds=True,
+        stdin=subprocess.DEVNULL,
+        stdout=logf,
+        stderr=logf,
+        cwd=str(root),
+        env=env,
+        start_new_session=True,
+        close_fds=True,
     )
     logf.close()
     deadline = time.monotonic() + wait
@@ -39,7 +44,9 @@ def start_background(root: Path, wait: float = 10.0) -> dict[str, Any]:
             info = engine_running(root)  # lost a race to another starter: that one is ours too
             if info:
                 return info
-            raise RuntimeError(f"the engine exited at once (code {proc.returncode}); see {state / 'engine.log'}")
+            raise RuntimeError(
+                f"the engine exited at once (code {proc.returncode}); see {state / 'engine.log'}"
+            )
         time.sleep(0.02)
     raise RuntimeError(f"the engine did not start within {wait:.0f}s; see {state / 'engine.log'}")
 

@@ -23,15 +23,24 @@ def admit(tx: Tx, run_id: int, group: str, slots: int) -> int | None:
         f"WHERE j.group_name = ? AND j.run_id < ? AND j.status NOT IN ({_FINAL_SQL}) "
         "AND r.status IN ('pending', 'running', 'on_hold') "
         "AND NOT EXISTS (SELECT 1 FROM group_slots s WHERE s.group_name = j.group_name AND s.run_id = j.run_id)",
-        (group, run_id))
+        (group, run_id),
+    )
     if earlier and earlier["run_id"] is not None:
         return int(earlier["run_id"])
     holders = tx.all("SELECT run_id FROM group_slots WHERE group_name = ? ORDER BY run_id", (group,))
     if len(holders) >= slots:
         return int(holders[0]["run_id"])
-    tx.execute("INSERT INTO group_slots (group_name, run_id, entered_at) VALUES (?, ?, ?)", (group, run_id, now()))
-    record_event(tx, "group.entered", "sluice", f"run #{run_id} entered group {group}", run_id=run_id,
-                 details={"group": group})
+    tx.execute(
+        "INSERT INTO group_slots (group_name, run_id, entered_at) VALUES (?, ?, ?)", (group, run_id, now())
+    )
+    record_event(
+        tx,
+        "group.entered",
+        "sluice",
+        f"run #{run_id} entered group {group}",
+        run_id=run_id,
+        details={"group": group},
+    )
     return None
 
 
@@ -39,8 +48,11 @@ def release_finished(tx: Tx, run_id: int) -> bool:
     """Give back the slots of groups in which this run has no unfinished job left."""
     released = False
     for slot in tx.all("SELECT group_name FROM group_slots WHERE run_id = ?", (run_id,)):
-        left = tx.one(f"SELECT 1 AS x FROM jobs WHERE run_id = ? AND group_name = ? AND status NOT IN ({_FINAL_SQL}) "
-                      "LIMIT 1", (run_id, slot["group_name"]))
+        left = tx.one(
+            f"SELECT 1 AS x FROM jobs WHERE run_id = ? AND group_name = ? AND status NOT IN ({_FINAL_SQL}) "
+            "LIMIT 1",
+            (run_id, slot["group_name"]),
+        )
         if left is None:
             _leave(tx, run_id, slot["group_name"])
             released = True
@@ -54,5 +66,11 @@ def release_all(tx: Tx, run_id: int) -> None:
 
 def _leave(tx: Tx, run_id: int, group: str) -> None:
     tx.execute("DELETE FROM group_slots WHERE group_name = ? AND run_id = ?", (group, run_id))
-    record_event(tx, "group.left", "sluice", f"run #{run_id} left group {group}", run_id=run_id,
-                 details={"group": group})
+    record_event(
+        tx,
+        "group.left",
+        "sluice",
+        f"run #{run_id} left group {group}",
+        run_id=run_id,
+        details={"group": group},
+    )

@@ -72,13 +72,17 @@ class Lease:
         with self.db.write(fenced=False) as tx:
             row = tx.one("SELECT * FROM leases WHERE name = 'scheduler'")
             if row is None:
-                tx.execute("INSERT INTO leases (name, holder, token, expires_at) VALUES ('scheduler', ?, 1, ?)",
-                           (self.holder, t + LEASE_SECONDS))
+                tx.execute(
+                    "INSERT INTO leases (name, holder, token, expires_at) VALUES ('scheduler', ?, 1, ?)",
+                    (self.holder, t + LEASE_SECONDS),
+                )
                 self.token = 1
             elif row["holder"] == self.holder or row["expires_at"] < t or _dead_local(row["holder"]):
                 token = row["token"] if row["holder"] == self.holder else row["token"] + 1
-                tx.execute("UPDATE leases SET holder = ?, token = ?, expires_at = ? WHERE name = 'scheduler'",
-                           (self.holder, token, t + LEASE_SECONDS))
+                tx.execute(
+                    "UPDATE leases SET holder = ?, token = ?, expires_at = ? WHERE name = 'scheduler'",
+                    (self.holder, token, t + LEASE_SECONDS),
+                )
                 self.token = token
             else:
                 return False
@@ -87,7 +91,9 @@ class Lease:
 
     def release(self) -> None:
         with self.db.write(fenced=False) as tx:
-            tx.execute("UPDATE leases SET expires_at = 0 WHERE name = 'scheduler' AND holder = ?", (self.holder,))
+            tx.execute(
+                "UPDATE leases SET expires_at = 0 WHERE name = 'scheduler' AND holder = ?", (self.holder,)
+            )
 
 
 def _dead_local(holder: str) -> bool:
@@ -122,7 +128,9 @@ class Engine:
         from ..service import Service
 
         self.service = Service(self.project, self.db)
-        self.scheduler = Scheduler(self.db, self.project, wake=self._wake, service=self.service, lease=self.lease)
+        self.scheduler = Scheduler(
+            self.db, self.project, wake=self._wake, service=self.service, lease=self.lease
+        )
 
     def _wake(self) -> None:
         try:
@@ -131,8 +139,11 @@ class Engine:
             pass
 
     def _on_signal(self, signum: int, _frame: object) -> None:
-        self.stop_mode = "now" if signum == signal.SIGINT and self.stop_mode else (
-            "now" if signum == signal.SIGUSR1 else "drain")
+        self.stop_mode = (
+            "now"
+            if signum == signal.SIGINT and self.stop_mode
+            else ("now" if signum == signal.SIGUSR1 else "drain")
+        )
         self._wake()
 
     def register_agents(self) -> None:
@@ -168,7 +179,9 @@ class Engine:
             listener = PgListener(self.db.conninfo)
             sel.register(listener, selectors.EVENT_READ, "pg")
         with self.db.write() as tx:
-            record_event(tx, "engine.started", "sluice", f"engine started on {identity.host()} (pid {os.getpid()})")
+            record_event(
+                tx, "engine.started", "sluice", f"engine started on {identity.host()} (pid {os.getpid()})"
+            )
         recovered = self.scheduler.recover()
         if recovered:
             log(f"recovered {recovered} job(s) left running by a previous engine")
@@ -243,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.project).resolve()
     state = root / ".sluice"
     state.mkdir(parents=True, exist_ok=True)
-    lock = open(lock_path(root), "a")  # noqa: SIM115 - held for the life of the process
+    lock = open(lock_path(root), "a")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

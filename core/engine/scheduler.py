@@ -21,12 +21,29 @@ from . import groups, timers, triggers, upstream
 FAILED = ("failed", "rejected")
 EVALUATE_BATCH = 100  # runs looked at per write transaction: short enough not to stall other writers
 # events written by other processes that change what a run should do next
-EXTERNAL_EVENTS = ("run.created", "run.cancel_requested", "job.released", "job.rejected", "job.timed_out",
-                   # results reported by agents in other processes (our own agents tell us directly)
-                   "job.succeeded", "job.failed", "job.cancelled", "job.retry")
+EXTERNAL_EVENTS = (
+    "run.created",
+    "run.cancel_requested",
+    "job.released",
+    "job.rejected",
+    "job.timed_out",
+    # results reported by agents in other processes (our own agents tell us directly)
+    "job.succeeded",
+    "job.failed",
+    "job.cancelled",
+    "job.retry",
+)
 # events after which the next deadline (due item, hold timeout) must be recomputed
-DEADLINE_EVENTS = ("queue.scheduled", "queue.executed", "queue.purged", "job.held", "job.released",
-                   "job.rejected", "job.timed_out", "run.cancel_requested")
+DEADLINE_EVENTS = (
+    "queue.scheduled",
+    "queue.executed",
+    "queue.purged",
+    "job.held",
+    "job.released",
+    "job.rejected",
+    "job.timed_out",
+    "run.cancel_requested",
+)
 
 
 # events after which a refused scheduled item may start now
@@ -38,8 +55,15 @@ def _marks(items: tuple[str, ...]) -> str:
 
 
 class Scheduler:
-    def __init__(self, db: Database, project: Project, *, wake: Any = None, service: Service | None = None,
-                 lease: Any = None):
+    def __init__(
+        self,
+        db: Database,
+        project: Project,
+        *,
+        wake: Any = None,
+        service: Service | None = None,
+        lease: Any = None,
+    ):
         self.db = db
         self.lease = lease
         self.service = service
@@ -48,9 +72,18 @@ class Scheduler:
         self.root = project.root
         # the agents this engine runs in its own process (sluice.yaml's, or one `local`)
         specs = list(project.agents.values())
-        self.agents = [Agent(db, self.root, a.name, environments=a.environments, resources=a.resources,
-                             capacity=a.capacity or project.capacity, on_done=self.mark_dirty) for a in specs] or [
-            Agent(db, self.root, "local", capacity=project.capacity, on_done=self.mark_dirty)]
+        self.agents = [
+            Agent(
+                db,
+                self.root,
+                a.name,
+                environments=a.environments,
+                resources=a.resources,
+                capacity=a.capacity or project.capacity,
+                on_done=self.mark_dirty,
+            )
+            for a in specs
+        ] or [Agent(db, self.root, "local", capacity=project.capacity, on_done=self.mark_dirty)]
         self.lock = threading.Lock()
         self.dirty: set[int] = set()
         self.plans: dict[int, dict[str, Any]] = {}
@@ -66,8 +99,9 @@ class Scheduler:
     def recover(self) -> int:
         """After a crash: jobs left `running` by this host's agent get a final status; none runs twice."""
         names = [a.name for a in self.agents]
-        rows = self.db.all(f"SELECT * FROM jobs WHERE status = 'running' AND agent IN ({_marks(tuple(names))})",
-                           names)
+        rows = self.db.all(
+            f"SELECT * FROM jobs WHERE status = 'running' AND agent IN ({_marks(tuple(names))})", names
+        )
         import signal
 
         # stop what the dead engine left running: by recorded pid, and by the job id every step carries
@@ -80,10 +114,18 @@ class Scheduler:
             with self.db.write() as tx:
                 changed = tx.execute(
                     "UPDATE jobs SET status = 'failed', reason = 'engine restarted', finished_at = ?, pid = NULL "
-                    "WHERE id = ? AND status = 'running'", (now(), j["id"]))
+                    "WHERE id = ? AND status = 'running'",
+                    (now(), j["id"]),
+                )
                 if changed:
-                    record_event(tx, "job.failed", "sluice", f"{j['name']} failed: engine restarted",
-                                 run_id=j["run_id"], job_id=j["id"])
+                    record_event(
+                        tx,
+                        "job.failed",
+                        "sluice",
+                        f"{j['name']} failed: engine restarted",
+                        run_id=j["run_id"],
+                        job_id=j["id"],
+                    )
         return len(rows)
 
     # ------------------------------------------------------------ the tick
@@ -117,7 +159,7 @@ class Scheduler:
             dirty, self.dirty = self.dirty, set()
         ordered = sorted(dirty)
         for i in range(0, len(ordered), EVALUATE_BATCH):
-            self.evaluate(*ordered[i:i + EVALUATE_BATCH])
+            self.evaluate(*ordered[i : i + EVALUATE_BATCH])
         self.dispatch()
 
     def _external_changes(self) -> None:
@@ -129,14 +171,19 @@ class Scheduler:
             for r in self.db.all(
                 f"SELECT DISTINCT run_id FROM events WHERE id > ? AND id <= ? AND run_id IS NOT NULL "
                 f"AND kind IN ({marks}) AND actor NOT IN ({_marks(ours)})",
-                (self.last_event_id, top, *EXTERNAL_EVENTS, *ours)):
+                (self.last_event_id, top, *EXTERNAL_EVENTS, *ours),
+            ):
                 self.dirty.add(r["run_id"])
-            if self.db.scalar(f"SELECT 1 FROM events WHERE id > ? AND id <= ? AND kind IN ({_marks(DEADLINE_EVENTS)}) "
-                              "LIMIT 1", (self.last_event_id, top, *DEADLINE_EVENTS)):
+            if self.db.scalar(
+                f"SELECT 1 FROM events WHERE id > ? AND id <= ? AND kind IN ({_marks(DEADLINE_EVENTS)}) "
+                "LIMIT 1",
+                (self.last_event_id, top, *DEADLINE_EVENTS),
+            ):
                 self._deadline = None
             if self.refused_due and self.db.scalar(
-                    f"SELECT 1 FROM events WHERE id > ? AND id <= ? AND kind IN ({_marks(UNBLOCK_EVENTS)}) LIMIT 1",
-                    (self.last_event_id, top, *UNBLOCK_EVENTS)):
+                f"SELECT 1 FROM events WHERE id > ? AND id <= ? AND kind IN ({_marks(UNBLOCK_EVENTS)}) LIMIT 1",
+                (self.last_event_id, top, *UNBLOCK_EVENTS),
+            ):
                 self.refused_due.clear()  # a pause or a lock may have lifted: try the refused items again
                 self._deadline = None
             self.last_event_id = top
@@ -150,8 +197,14 @@ class Scheduler:
         if self.service is None:
             return None
         if self._deadline is None:  # cached: recomputed after events that move it
-            times = [t for t in (queueing.next_due(self.service, skip=self.refused_due),
-                                 holds.next_deadline(self.service)) if t is not None]
+            times = [
+                t
+                for t in (
+                    queueing.next_due(self.service, skip=self.refused_due),
+                    holds.next_deadline(self.service),
+                )
+                if t is not None
+            ]
             self._deadline = min(times) if times else float("inf")
         fire = timers.next_fire_at(self.service, self.timer_state)
         best = min(self._deadline, fire if fire is not None else float("inf"))
@@ -198,29 +251,39 @@ class Scheduler:
 
     def _counts(self, tx: Tx, run_id: int) -> dict[str, dict[str, int]]:
         counts: dict[str, dict[str, int]] = {}
-        for r in tx.all("SELECT base, status, COUNT(*) AS n FROM jobs WHERE run_id = ? GROUP BY base, status",
-                        (run_id,)):
+        for r in tx.all(
+            "SELECT base, status, COUNT(*) AS n FROM jobs WHERE run_id = ? GROUP BY base, status", (run_id,)
+        ):
             counts.setdefault(r["base"], {})[r["status"]] = r["n"]
         return counts
 
     def _cancel(self, tx: Tx, run: dict[str, Any]) -> None:
         who = run["cancelled_by"] or "sluice"
         why = f"cancelled by {who.split('@')[0]}"
-        for child in tx.all("SELECT child_run_id FROM jobs WHERE run_id = ? AND status = 'waiting' AND gate = 'trigger'",
-                            (run["id"],)):
-            tx.execute("UPDATE runs SET cancel_requested = 1, cancelled_by = ? WHERE id = ? AND status IN "
-                       "('pending', 'running', 'on_hold')", (who, child["child_run_id"]))
+        for child in tx.all(
+            "SELECT child_run_id FROM jobs WHERE run_id = ? AND status = 'waiting' AND gate = 'trigger'",
+            (run["id"],),
+        ):
+            tx.execute(
+                "UPDATE runs SET cancel_requested = 1, cancelled_by = ? WHERE id = ? AND status IN "
+                "('pending', 'running', 'on_hold')",
+                (who, child["child_run_id"]),
+            )
             self.dirty.add(child["child_run_id"])
-        tx.execute("UPDATE jobs SET status = 'cancelled', reason = ?, finished_at = ? "
-                   "WHERE run_id = ? AND status IN ('pending', 'waiting', 'held')", (why, now(), run["id"]))
+        tx.execute(
+            "UPDATE jobs SET status = 'cancelled', reason = ?, finished_at = ? "
+            "WHERE run_id = ? AND status IN ('pending', 'waiting', 'held')",
+            (why, now(), run["id"]),
+        )
         for j in tx.all("SELECT id FROM jobs WHERE run_id = ? AND status = 'running'", (run["id"],)):
             runner = self.runner(j["id"])
             if runner is not None:
                 runner.cancel(why)
 
     def _promote(self, tx: Tx, run: dict[str, Any], plan: dict[str, Any]) -> None:
-        pending = tx.all("SELECT * FROM jobs WHERE run_id = ? AND status = 'pending' ORDER BY position, id",
-                         (run["id"],))
+        pending = tx.all(
+            "SELECT * FROM jobs WHERE run_id = ? AND status = 'pending' ORDER BY position, id", (run["id"],)
+        )
         if not pending:
             return
         counts = self._counts(tx, run["id"])
@@ -250,17 +313,28 @@ class Scheduler:
                 if cond == "always":
                     go, why = True, None
                 elif cond == "failure":
-                    go, why = bool(_ancestors(plan, j["base"]) & failed_bases), "no earlier job failed (if: failure)"
+                    go, why = (
+                        bool(_ancestors(plan, j["base"]) & failed_bases),
+                        "no earlier job failed (if: failure)",
+                    )
                 else:
                     bad = [b for b in needs if set(counts.get(b, {})) - {"succeeded"}]
                     go = not bad
                     why = f"{', '.join(bad)} did not succeed" if bad else None
                 changed = True
                 if not go:
-                    tx.execute("UPDATE jobs SET status = 'skipped', reason = ?, finished_at = ? WHERE id = ?",
-                               (why, now(), j["id"]))
-                    record_event(tx, "job.skipped", "sluice", f"{j['name']} skipped: {why}", run_id=run["id"],
-                                 job_id=j["id"])
+                    tx.execute(
+                        "UPDATE jobs SET status = 'skipped', reason = ?, finished_at = ? WHERE id = ?",
+                        (why, now(), j["id"]),
+                    )
+                    record_event(
+                        tx,
+                        "job.skipped",
+                        "sluice",
+                        f"{j['name']} skipped: {why}",
+                        run_id=run["id"],
+                        job_id=j["id"],
+                    )
                     bump(j["base"], "pending", "skipped")
                     j["status"] = "skipped"
                     continue
@@ -268,10 +342,18 @@ class Scheduler:
                 if hold is not None and not j["released_by"]:
                     deadline = now() + hold["timeout"] if hold.get("timeout") else None
                     prompt = hold.get("prompt") or "waiting for release"
-                    tx.execute("UPDATE jobs SET status = 'held', reason = ?, hold_deadline = ? WHERE id = ?",
-                               (prompt, deadline, j["id"]))
-                    record_event(tx, "job.held", "sluice", f"{j['name']} on hold: {prompt}", run_id=run["id"],
-                                 job_id=j["id"])
+                    tx.execute(
+                        "UPDATE jobs SET status = 'held', reason = ?, hold_deadline = ? WHERE id = ?",
+                        (prompt, deadline, j["id"]),
+                    )
+                    record_event(
+                        tx,
+                        "job.held",
+                        "sluice",
+                        f"{j['name']} on hold: {prompt}",
+                        run_id=run["id"],
+                        job_id=j["id"],
+                    )
                     bump(j["base"], "pending", "held")
                     j["status"] = "held"
                     if deadline is not None:
@@ -283,20 +365,24 @@ class Scheduler:
 
     # ------------------------------------------------------------ a job becomes ready
 
-    def _ready(self, tx: Tx, run: dict[str, Any], plan: dict[str, Any], j: dict[str, Any],
-               spec: dict[str, Any]) -> str:
+    def _ready(
+        self, tx: Tx, run: dict[str, Any], plan: dict[str, Any], j: dict[str, Any], spec: dict[str, Any]
+    ) -> str:
         """Move a ready job on: behind its concurrency group, into a child run, or to the agents."""
         group = spec.get("group")
         if group:
             blocker = groups.admit(tx, run["id"], group, spec.get("concurrency") or 1)
             if blocker is not None:
-                tx.execute("UPDATE jobs SET status = 'waiting', gate = 'group', reason = ? WHERE id = ?",
-                           (f"waiting: group {group} (behind run #{blocker})", j["id"]))
+                tx.execute(
+                    "UPDATE jobs SET status = 'waiting', gate = 'group', reason = ? WHERE id = ?",
+                    (f"waiting: group {group} (behind run #{blocker})", j["id"]),
+                )
                 return "waiting"
         return self._go(tx, run, plan, j, spec)
 
-    def _go(self, tx: Tx, run: dict[str, Any], plan: dict[str, Any], j: dict[str, Any],
-            spec: dict[str, Any]) -> str:
+    def _go(
+        self, tx: Tx, run: dict[str, Any], plan: dict[str, Any], j: dict[str, Any], spec: dict[str, Any]
+    ) -> str:
         if spec.get("run_on_all_agents") and j["copy_key"] is None:
             return self._fan_out_to_agents(tx, run, plan, j, spec)
         if spec.get("trigger"):
@@ -305,43 +391,71 @@ class Scheduler:
                 self.dirty.add(child)
                 self.wake()
             return status
-        paused = run["kind"] == "workflow" and bool((gates.workflow_state(tx, run["target"]) or {}).get("paused"))
+        paused = run["kind"] == "workflow" and bool(
+            (gates.workflow_state(tx, run["target"]) or {}).get("paused")
+        )
         why = "paused" if paused else "waiting for an agent"
         tx.execute("UPDATE jobs SET status = 'waiting', gate = NULL, reason = ? WHERE id = ?", (why, j["id"]))
         return "waiting"
 
-    def _fan_out_to_agents(self, tx: Tx, run: dict[str, Any], plan: dict[str, Any], j: dict[str, Any],
-                           spec: dict[str, Any]) -> str:
+    def _fan_out_to_agents(
+        self, tx: Tx, run: dict[str, Any], plan: dict[str, Any], j: dict[str, Any], spec: dict[str, Any]
+    ) -> str:
         """run_on_all_agents: one copy per matching enabled agent, decided now; none matching fails."""
-        rows = [dict(a, environments=loads(a["environments"], []), resources=loads(a["resources"], []))
-                for a in tx.all("SELECT * FROM agents WHERE enabled = 1 AND lost = 0 ORDER BY name")]
+        rows = [
+            dict(a, environments=loads(a["environments"], []), resources=loads(a["resources"], []))
+            for a in tx.all("SELECT * FROM agents WHERE enabled = 1 AND lost = 0 ORDER BY name")
+        ]
         chosen = [a["name"] for a in rows if matches(a, plan, spec)]
         if not chosen:
             why = describe_wait(rows, plan, spec) + " (run_on_all_agents)"
-            tx.execute("UPDATE jobs SET status = 'failed', reason = ?, finished_at = ? WHERE id = ?",
-                       (why, now(), j["id"]))
-            record_event(tx, "job.failed", "sluice", f"{j['name']} failed: {why}", run_id=run["id"], job_id=j["id"])
+            tx.execute(
+                "UPDATE jobs SET status = 'failed', reason = ?, finished_at = ? WHERE id = ?",
+                (why, now(), j["id"]),
+            )
+            record_event(
+                tx, "job.failed", "sluice", f"{j['name']} failed: {why}", run_id=run["id"], job_id=j["id"]
+            )
             return "failed"
         first, rest = chosen[0], chosen[1:]
-        tx.execute("UPDATE jobs SET name = ?, copy_key = ? WHERE id = ?", (f"{j['base']}[{first}]", first, j["id"]))
+        tx.execute(
+            "UPDATE jobs SET name = ?, copy_key = ? WHERE id = ?", (f"{j['base']}[{first}]", first, j["id"])
+        )
         for name in rest:
-            tx.insert("jobs", {"run_id": run["id"], "name": f"{j['base']}[{name}]", "base": j["base"],
-                               "position": j["position"], "copy_key": name, "status": "pending", "attempt": 0,
-                               "outputs": "{}", "claim_token": 0, "group_name": j["group_name"]})
-        for copy in tx.all("SELECT * FROM jobs WHERE run_id = ? AND base = ? AND status = 'pending'",
-                           (run["id"], j["base"])):
+            tx.insert(
+                "jobs",
+                {
+                    "run_id": run["id"],
+                    "name": f"{j['base']}[{name}]",
+                    "base": j["base"],
+                    "position": j["position"],
+                    "copy_key": name,
+                    "status": "pending",
+                    "attempt": 0,
+                    "outputs": "{}",
+                    "claim_token": 0,
+                    "group_name": j["group_name"],
+                },
+            )
+        for copy in tx.all(
+            "SELECT * FROM jobs WHERE run_id = ? AND base = ? AND status = 'pending'", (run["id"], j["base"])
+        ):
             self._go(tx, run, plan, copy, spec)
         j["copy_key"] = first
         return "waiting"
 
     def recheck_groups(self) -> None:
         """Jobs waiting behind a concurrency group: let in those whose turn has come, in run order."""
-        gated = self.db.all("SELECT id FROM jobs WHERE status = 'waiting' AND gate = 'group' ORDER BY run_id, position")
+        gated = self.db.all(
+            "SELECT id FROM jobs WHERE status = 'waiting' AND gate = 'group' ORDER BY run_id, position"
+        )
         if not gated:
             return
         with self.db.write() as tx:
             for g in gated:
-                j = tx.one("SELECT * FROM jobs WHERE id = ? AND status = 'waiting' AND gate = 'group'", (g["id"],))
+                j = tx.one(
+                    "SELECT * FROM jobs WHERE id = ? AND status = 'waiting' AND gate = 'group'", (g["id"],)
+                )
                 if j is None:
                     continue
                 run = tx.one("SELECT * FROM runs WHERE id = ?", (j["run_id"],))
@@ -359,10 +473,16 @@ class Scheduler:
 
     def _settle(self, tx: Tx, run: dict[str, Any]) -> None:
         groups.release_finished(tx, run["id"])
+
         # cheap probes on (run_id, status): a wide fan-out must not be counted on every completion
         def has(*statuses: str) -> bool:
-            return tx.one(f"SELECT 1 AS x FROM jobs WHERE run_id = ? AND status IN ({_marks(statuses)}) LIMIT 1",
-                          (run["id"], *statuses)) is not None
+            return (
+                tx.one(
+                    f"SELECT 1 AS x FROM jobs WHERE run_id = ? AND status IN ({_marks(statuses)}) LIMIT 1",
+                    (run["id"], *statuses),
+                )
+                is not None
+            )
 
         if has("running", "waiting"):
             status = "running"
@@ -371,7 +491,9 @@ class Scheduler:
         elif has("pending"):
             status = "pending" if run["started_at"] is None else "running"
         else:
-            statuses = {r["status"] for r in tx.all("SELECT DISTINCT status FROM jobs WHERE run_id = ?", (run["id"],))}
+            statuses = {
+                r["status"] for r in tx.all("SELECT DISTINCT status FROM jobs WHERE run_id = ?", (run["id"],))
+            }
             if run["cancel_requested"] and "cancelled" in statuses:
                 status = "cancelled"
             elif statuses & set(FAILED):
@@ -382,8 +504,14 @@ class Scheduler:
                 status = "succeeded"
             tx.execute("UPDATE runs SET status = ?, finished_at = ? WHERE id = ?", (status, now(), run["id"]))
             gates.after_run_finished(tx, run, status, self.plan(run).get("lock", "none"))
-            record_event(tx, f"run.{status}", "sluice", f"run #{run['id']} of {run['target']} {status}",
-                         run_id=run["id"], workflow=run["target"] if run["kind"] == "workflow" else None)
+            record_event(
+                tx,
+                f"run.{status}",
+                "sluice",
+                f"run #{run['id']} of {run['target']} {status}",
+                run_id=run["id"],
+                workflow=run["target"] if run["kind"] == "workflow" else None,
+            )
             groups.release_all(tx, run["id"])
             if status == "succeeded":
                 downstream = upstream.on_success(self.service, tx, run)
@@ -429,7 +557,8 @@ class Scheduler:
             "SELECT j.id, j.base, j.run_id, j.reason, j.copy_key FROM jobs j JOIN runs r ON r.id = j.run_id "
             "LEFT JOIN workflow_states ws ON r.kind = 'workflow' AND ws.workflow = r.target "
             "WHERE j.status = 'waiting' AND j.gate IS NULL AND COALESCE(ws.paused, 0) = 0 "
-            "ORDER BY j.run_id, j.position, j.id LIMIT 200")
+            "ORDER BY j.run_id, j.position, j.id LIMIT 200"
+        )
         if not left:
             return
         rows = agent_rows(self.db)
@@ -450,33 +579,58 @@ class Scheduler:
         if updates:
             with self.db.write() as tx:
                 for why, job_id in updates:
-                    tx.execute("UPDATE jobs SET reason = ? WHERE id = ? AND status = 'waiting'", (why, job_id))
+                    tx.execute(
+                        "UPDATE jobs SET reason = ? WHERE id = ? AND status = 'waiting'", (why, job_id)
+                    )
 
     def check_agents(self) -> None:
         """Agents whose heartbeat stopped are lost: their jobs fail with `agent lost` (retry applies)."""
         limit = now() - agent_timeout()
         for a in self.db.all("SELECT name FROM agents WHERE lost = 0 AND heartbeat_at < ?", (limit,)):
             with self.db.write() as tx:
-                if not tx.execute("UPDATE agents SET lost = 1 WHERE name = ? AND lost = 0 AND heartbeat_at < ?",
-                                  (a["name"], limit)):
+                if not tx.execute(
+                    "UPDATE agents SET lost = 1 WHERE name = ? AND lost = 0 AND heartbeat_at < ?",
+                    (a["name"], limit),
+                ):
                     continue
-                record_event(tx, "agent.lost", "sluice", f"agent {a['name']} lost: no heartbeat for "
-                             f"{agent_timeout():.0f}s")
+                record_event(
+                    tx,
+                    "agent.lost",
+                    "sluice",
+                    f"agent {a['name']} lost: no heartbeat for {agent_timeout():.0f}s",
+                )
                 for j in tx.all("SELECT * FROM jobs WHERE agent = ? AND status = 'running'", (a["name"],)):
                     run = tx.one("SELECT * FROM runs WHERE id = ?", (j["run_id"],))
                     assert run is not None
-                    retry = (self.plan(run)["jobs"][j["base"]].get("retry") or {})
+                    retry = self.plan(run)["jobs"][j["base"]].get("retry") or {}
                     if retry and j["attempt"] <= int(retry.get("limit") or 0) and not retry.get("exit_codes"):
-                        tx.execute("UPDATE jobs SET status = 'waiting', agent = NULL, pid = NULL, reason = ? "
-                                   "WHERE id = ?", (f"retry {j['attempt']} of {retry['limit']} after agent lost",
-                                                    j["id"]))
-                        record_event(tx, "job.retry", "sluice", f"{j['name']}: agent {a['name']} lost; retrying",
-                                     run_id=j["run_id"], job_id=j["id"])
+                        tx.execute(
+                            "UPDATE jobs SET status = 'waiting', agent = NULL, pid = NULL, reason = ? "
+                            "WHERE id = ?",
+                            (f"retry {j['attempt']} of {retry['limit']} after agent lost", j["id"]),
+                        )
+                        record_event(
+                            tx,
+                            "job.retry",
+                            "sluice",
+                            f"{j['name']}: agent {a['name']} lost; retrying",
+                            run_id=j["run_id"],
+                            job_id=j["id"],
+                        )
                     else:
-                        tx.execute("UPDATE jobs SET status = 'failed', reason = 'agent lost', finished_at = ?, "
-                                   "pid = NULL WHERE id = ?", (now(), j["id"]))
-                        record_event(tx, "job.failed", "sluice", f"{j['name']} failed: agent {a['name']} lost",
-                                     run_id=j["run_id"], job_id=j["id"])
+                        tx.execute(
+                            "UPDATE jobs SET status = 'failed', reason = 'agent lost', finished_at = ?, "
+                            "pid = NULL WHERE id = ?",
+                            (now(), j["id"]),
+                        )
+                        record_event(
+                            tx,
+                            "job.failed",
+                            "sluice",
+                            f"{j['name']} failed: agent {a['name']} lost",
+                            run_id=j["run_id"],
+                            job_id=j["id"],
+                        )
                     self.dirty.add(j["run_id"])
 
     def cancel_all(self, reason: str) -> None:

@@ -88,10 +88,14 @@ def _first(svc: Service, wf: Workflow, state: TimerState, started: list[int]) ->
                 started.append(run_id)
         else:
             with svc.db.write() as tx:
-                record_event(tx, "timer.missed", "sluice",
-                             f"{wf.name}: {len(missed)} fire(s) missed while no engine ran, dropped (catch_up: none)",
-                             workflow=wf.name, details={"missed": len(missed), "first": iso(missed[0]),
-                                                        "last": iso(missed[-1])})
+                record_event(
+                    tx,
+                    "timer.missed",
+                    "sluice",
+                    f"{wf.name}: {len(missed)} fire(s) missed while no engine ran, dropped (catch_up: none)",
+                    workflow=wf.name,
+                    details={"missed": len(missed), "first": iso(missed[0]), "last": iso(missed[-1])},
+                )
     return following(cron, tz, max(last, state.started))
 
 
@@ -102,14 +106,29 @@ def _fire(svc: Service, wf: Workflow, fire_at: float, catch_up: int = 0) -> int 
             run_id, reason = start_unattended(svc, tx, wf, "timer")
             when = iso(fire_at)
             if run_id is None:
-                tx.execute("UPDATE timer_fires SET status = 'skipped', reason = ? WHERE id = ?", (reason, fire_id))
-                record_event(tx, "timer.skipped", "sluice", f"{wf.name}: timer fire at {when} skipped: {reason}",
-                             workflow=wf.name, details={"fire_at": when, "reason": reason})
+                tx.execute(
+                    "UPDATE timer_fires SET status = 'skipped', reason = ? WHERE id = ?", (reason, fire_id)
+                )
+                record_event(
+                    tx,
+                    "timer.skipped",
+                    "sluice",
+                    f"{wf.name}: timer fire at {when} skipped: {reason}",
+                    workflow=wf.name,
+                    details={"fire_at": when, "reason": reason},
+                )
                 return None
             tx.execute("UPDATE timer_fires SET run_id = ? WHERE id = ?", (run_id, fire_id))
             extra = f" (catching up {catch_up} missed fire(s))" if catch_up else ""
-            record_event(tx, "timer.fired", "sluice", f"{wf.name}: timer fire at {when} started run #{run_id}{extra}",
-                         workflow=wf.name, run_id=run_id, details={"fire_at": when})
+            record_event(
+                tx,
+                "timer.fired",
+                "sluice",
+                f"{wf.name}: timer fire at {when} started run #{run_id}{extra}",
+                workflow=wf.name,
+                run_id=run_id,
+                details={"fire_at": when},
+            )
             return run_id
     except IntegrityError:
         return None  # another engine recorded this fire first

@@ -18,8 +18,14 @@ from ..service import Service, create_run, record_event
 from ..store.db import Tx, dumps, loads, now
 
 
-def start_child(svc: Service | None, tx: Tx, run: dict[str, Any], plan: dict[str, Any], job: dict[str, Any],
-                spec: dict[str, Any]) -> tuple[str, int | None]:
+def start_child(
+    svc: Service | None,
+    tx: Tx,
+    run: dict[str, Any],
+    plan: dict[str, Any],
+    job: dict[str, Any],
+    spec: dict[str, Any],
+) -> tuple[str, int | None]:
     """Returns the job's new status and the child run id (None when no child was created)."""
     trig = spec["trigger"]
     target = trig["workflow"]
@@ -38,19 +44,46 @@ def start_child(svc: Service | None, tx: Tx, run: dict[str, Any], plan: dict[str
     refusal = gates.refusal(tx, wf.name, wf.lock)
     if refusal:
         return _fail(tx, run, job, f"{target} refused the run: {refusal}"), None
-    child = create_run(tx, workflow_plan(svc.project, wf), values, trigger="trigger", actor="sluice",
-                       parent_run_id=run["id"], parent_job_id=job["id"])
+    child = create_run(
+        tx,
+        workflow_plan(svc.project, wf),
+        values,
+        trigger="trigger",
+        actor="sluice",
+        parent_run_id=run["id"],
+        parent_job_id=job["id"],
+    )
     t = now()
     if trig.get("wait", True):
-        tx.execute("UPDATE jobs SET status = 'waiting', gate = 'trigger', child_run_id = ?, started_at = ?, "
-                   "reason = ? WHERE id = ?", (child, t, f"waiting for run #{child} of {target}", job["id"]))
-        record_event(tx, "job.triggered", "sluice", f"{job['name']} started run #{child} of {target} and waits",
-                     run_id=run["id"], job_id=job["id"], details={"child_run_id": child})
+        tx.execute(
+            "UPDATE jobs SET status = 'waiting', gate = 'trigger', child_run_id = ?, started_at = ?, "
+            "reason = ? WHERE id = ?",
+            (child, t, f"waiting for run #{child} of {target}", job["id"]),
+        )
+        record_event(
+            tx,
+            "job.triggered",
+            "sluice",
+            f"{job['name']} started run #{child} of {target} and waits",
+            run_id=run["id"],
+            job_id=job["id"],
+            details={"child_run_id": child},
+        )
         return "waiting", child
-    tx.execute("UPDATE jobs SET status = 'succeeded', gate = NULL, child_run_id = ?, started_at = ?, finished_at = ?, "
-               "reason = ? WHERE id = ?", (child, t, t, f"started run #{child} of {target}", job["id"]))
-    record_event(tx, "job.succeeded", "sluice", f"{job['name']} started run #{child} of {target}",
-                 run_id=run["id"], job_id=job["id"], details={"child_run_id": child})
+    tx.execute(
+        "UPDATE jobs SET status = 'succeeded', gate = NULL, child_run_id = ?, started_at = ?, finished_at = ?, "
+        "reason = ? WHERE id = ?",
+        (child, t, t, f"started run #{child} of {target}", job["id"]),
+    )
+    record_event(
+        tx,
+        "job.succeeded",
+        "sluice",
+        f"{job['name']} started run #{child} of {target}",
+        run_id=run["id"],
+        job_id=job["id"],
+        details={"child_run_id": child},
+    )
     return "succeeded", child
 
 
@@ -67,19 +100,29 @@ def child_finished(tx: Tx, child: dict[str, Any], status: str) -> int | None:
     changed = tx.execute(
         "UPDATE jobs SET status = ?, reason = ?, outputs = ?, finished_at = ?, gate = NULL "
         "WHERE id = ? AND status = 'waiting' AND gate = 'trigger'",
-        ("succeeded" if ok else "failed", reason, dumps(outputs), now(), child["parent_job_id"]))
+        ("succeeded" if ok else "failed", reason, dumps(outputs), now(), child["parent_job_id"]),
+    )
     if not changed:
         return None
     parent = tx.one("SELECT run_id, name FROM jobs WHERE id = ?", (child["parent_job_id"],))
     assert parent is not None
-    record_event(tx, "job.succeeded" if ok else "job.failed", "sluice",
-                 f"{parent['name']} {'succeeded' if ok else 'failed'}: run #{child['id']} {status}",
-                 run_id=parent["run_id"], job_id=child["parent_job_id"])
+    record_event(
+        tx,
+        "job.succeeded" if ok else "job.failed",
+        "sluice",
+        f"{parent['name']} {'succeeded' if ok else 'failed'}: run #{child['id']} {status}",
+        run_id=parent["run_id"],
+        job_id=child["parent_job_id"],
+    )
     return int(parent["run_id"])
 
 
 def _fail(tx: Tx, run: dict[str, Any], job: dict[str, Any], reason: str) -> str:
-    tx.execute("UPDATE jobs SET status = 'failed', gate = NULL, reason = ?, finished_at = ? WHERE id = ?",
-               (reason, now(), job["id"]))
-    record_event(tx, "job.failed", "sluice", f"{job['name']} failed: {reason}", run_id=run["id"], job_id=job["id"])
+    tx.execute(
+        "UPDATE jobs SET status = 'failed', gate = NULL, reason = ?, finished_at = ? WHERE id = ?",
+        (reason, now(), job["id"]),
+    )
+    record_event(
+        tx, "job.failed", "sluice", f"{job['name']} failed: {reason}", run_id=run["id"], job_id=job["id"]
+    )
     return "failed"

@@ -22,7 +22,12 @@ def on_success(svc: Service | None, tx: Tx, run: dict[str, Any]) -> list[int]:
         if run_id is not None:
             started.append(run_id)
             continue
-        record_event(tx, "upstream.refused", "sluice",
-                     f"{wf.name} not started after run #{run['id']} of {run['target']} succeeded: {reason}",
-                     workflow=wf.name, details={"upstream_run_id": run["id"], "reason": reason})
+        record_event(
+            tx,
+            "upstream.refused",
+            "sluice",
+            f"{wf.name} not started after run #{run['id']} of {run['target']} succeeded: {reason}",
+            workflow=wf.name,
+            details={"upstream_run_id": run["id"], "reason": reason},
+        )
     return started

@@ -8,8 +8,19 @@ from ..errors import Refused
 from .db import Database
 
 # parents before children; ids are kept, so every reference stays right
-TABLES = ["runs", "jobs", "log_chunks", "events", "agents", "leases", "queue_items", "workflow_states",
-          "timer_fires", "materials", "group_slots"]
+TABLES = [
+    "runs",
+    "jobs",
+    "log_chunks",
+    "events",
+    "agents",
+    "leases",
+    "queue_items",
+    "workflow_states",
+    "timer_fires",
+    "materials",
+    "group_slots",
+]
 BATCH = 1000
 
 
@@ -33,7 +44,9 @@ def copy(source: Database, target: Database) -> dict[str, int]:
             last: Any = None
             while True:
                 if "id" in cols:
-                    rows = source.all(f"SELECT * FROM {table} WHERE id > ? ORDER BY id LIMIT {BATCH}", (last or 0,))
+                    rows = source.all(
+                        f"SELECT * FROM {table} WHERE id > ? ORDER BY id LIMIT {BATCH}", (last or 0,)
+                    )
                 else:
                     rows = source.all(f"SELECT * FROM {table} ORDER BY {order} LIMIT {BATCH} OFFSET {n}")
                 if not rows:
@@ -46,9 +59,14 @@ def copy(source: Database, target: Database) -> dict[str, int]:
             counts[table] = n
         if target.dialect == "postgresql":  # new rows continue after the copied ids
             for table in TABLES:
-                has_id = tx.one("SELECT 1 AS x FROM information_schema.columns WHERE table_name = ? "
-                                "AND column_name = 'id'", (table,))
+                has_id = tx.one(
+                    "SELECT 1 AS x FROM information_schema.columns WHERE table_name = ? "
+                    "AND column_name = 'id'",
+                    (table,),
+                )
                 if has_id:
-                    tx.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                               f"COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)")
+                    tx.execute(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                        f"COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+                    )
     return counts

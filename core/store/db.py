@@ -48,7 +48,7 @@ def resolve_url(url: str | None, root: Path) -> str:
     """The project's database URL: env, then sluice.yaml, then the default SQLite file."""
     url = os.environ.get("SLUICE_DATABASE_URL") or url or "sqlite:///.sluice/state.db"
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        rel = url[len("sqlite:///"):]
+        rel = url[len("sqlite:///") :]
         url = "sqlite:///" + str((root / rel).resolve())
     return url
 
@@ -60,14 +60,16 @@ class Database:
         self.url = url
         if url.startswith("sqlite:///"):
             self.dialect = "sqlite"
-            self.path = Path(url[len("sqlite:///"):])
+            self.path = Path(url[len("sqlite:///") :])
         elif url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
             self.dialect = "postgresql"
             self.conninfo = "postgresql://" + url.split("://", 1)[1]
             self.url = "postgresql+psycopg://" + url.split("://", 1)[1]
             self.path = Path("/nonexistent")
         else:
-            raise StoreError(f"unsupported database URL '{url}' (use sqlite:///PATH or postgresql+psycopg://…)")
+            raise StoreError(
+                f"unsupported database URL '{url}' (use sqlite:///PATH or postgresql+psycopg://…)"
+            )
         self._local = threading.local()
         self._checked = False
         self.fence: Any = None  # set by the engine: a check run first in every write transaction
@@ -79,8 +81,9 @@ class Database:
             return _pg_connect(self.conninfo)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            cx = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                 check_same_thread=False)
+            cx = sqlite3.connect(
+                str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
             cx.row_factory = sqlite3.Row
             cx.execute("PRAGMA journal_mode=WAL")
             cx.execute("PRAGMA synchronous=NORMAL")
@@ -204,7 +207,7 @@ class Database:
         except BaseException:
             try:
                 cx.execute("ROLLBACK")
-            except Exception:  # noqa: S110 - the connection may already be gone
+            except Exception:
                 pass
             raise
         else:
@@ -222,7 +225,7 @@ class Database:
         if self.dialect == "postgresql":
             try:
                 self.cx.execute("NOTIFY sluice")
-            except Exception:  # noqa: S110 - a wake-up is best effort; the idle tick catches up
+            except Exception:
                 pass
 
     @property
@@ -266,7 +269,9 @@ class Tx:
     def insert(self, table: str, values: Mapping[str, Any]) -> int:
         cols = ", ".join(values)
         marks = ", ".join(f":{k}" for k in values)
-        row = self._run(f"INSERT INTO {table} ({cols}) VALUES ({marks}) RETURNING id", dict(values)).fetchone()
+        row = self._run(
+            f"INSERT INTO {table} ({cols}) VALUES ({marks}) RETURNING id", dict(values)
+        ).fetchone()
         return int(row["id"] if isinstance(row, dict) else row[0])
 
     def all(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] | list[Any] = ()) -> list[Row]:
@@ -308,13 +313,15 @@ def _pg_connect(conninfo: str) -> Any:
     try:
         return psycopg.connect(conninfo, autocommit=True, row_factory=dict_row, connect_timeout=10)
     except psycopg.Error as e:
-        raise StoreError(f"cannot connect to {conninfo.split('@')[-1]}: {str(e).strip().splitlines()[0]}") from None
+        raise StoreError(
+            f"cannot connect to {conninfo.split('@')[-1]}: {str(e).strip().splitlines()[0]}"
+        ) from None
 
 
 def _pg_rollback(cx: Any) -> None:
     try:
         cx.execute("ROLLBACK")
-    except Exception:  # noqa: S110
+    except Exception:
         pass
 
 
@@ -333,5 +340,7 @@ def _translate(e: Exception, db: Database) -> Exception:
         if isinstance(e, psycopg.errors.IntegrityError):
             return IntegrityError(str(e).strip().splitlines()[0])
         if isinstance(e, psycopg.Error):
-            return StoreError(f"database error ({db.where}): {str(e).strip().splitlines()[0] if str(e) else name}")
+            return StoreError(
+                f"database error ({db.where}): {str(e).strip().splitlines()[0] if str(e) else name}"
+            )
     return e

@@ -132,8 +132,15 @@ class QueueItem(SQLModel, table=True):
     __tablename__ = "queue_items"
     __table_args__ = (
         # one invocation, one item: the same kind + target + inputs only once while queued
-        Index("ux_queue_items_queued", "kind", "target", "inputs_key", unique=True,
-              sqlite_where=text("status = 'queued'"), postgresql_where=text("status = 'queued'")),
+        Index(
+            "ux_queue_items_queued",
+            "kind",
+            "target",
+            "inputs_key",
+            unique=True,
+            sqlite_where=text("status = 'queued'"),
+            postgresql_where=text("status = 'queued'"),
+        ),
         Index("ix_queue_items_status", "status", "id"),
     )
     id: int | None = Field(default=None, primary_key=True)

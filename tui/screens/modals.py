@@ -68,8 +68,12 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
             with VerticalScroll(id="dialog-items"):
                 for i, f in enumerate(self.fields):
                     yield Label(f["label"] + (" *" if f.get("required") else ""))
-                    yield Input(value=str(f.get("value") or ""), placeholder=f.get("placeholder", ""),
-                                id=f"field-{i}", password=bool(f.get("secret")))
+                    yield Input(
+                        value=str(f.get("value") or ""),
+                        placeholder=f.get("placeholder", ""),
+                        id=f"field-{i}",
+                        password=bool(f.get("secret")),
+                    )
             yield Static("", id="dialog-error")
             with Horizontal(id="dialog-buttons"):
                 yield Button("Cancel (esc)", id="cancel")

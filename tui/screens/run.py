@@ -49,8 +49,16 @@ class RunScreen(ReadOnlyAware, Screen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="run-view", classes="pane"):
             yield Static("", id="run-summary")
-            yield LiveTable([("job", "Job"), ("status", "Status"), ("agent", "Agent"), ("detail", "Reason / outputs"),
-                             ("by", "Released / rejected")], id="jobs")
+            yield LiveTable(
+                [
+                    ("job", "Job"),
+                    ("status", "Status"),
+                    ("agent", "Agent"),
+                    ("detail", "Reason / outputs"),
+                    ("by", "Released / rejected"),
+                ],
+                id="jobs",
+            )
         yield Footer()
 
     def on_mount(self) -> None:
@@ -69,7 +77,8 @@ class RunScreen(ReadOnlyAware, Screen[None]):
     def show(self, view: dict[str, Any]) -> None:
         self.view = view
         summary = Text.assemble(
-            (f"#{view['id']} {view['target']} ", "bold"), styled_status(view["status"]),
+            (f"#{view['id']} {view['target']} ", "bold"),
+            styled_status(view["status"]),
             f"   {view['trigger']} by {actor_user(view['created_by'])} at {short(view['created_at'])}",
         )
         if view["inputs"]:
@@ -82,8 +91,9 @@ class RunScreen(ReadOnlyAware, Screen[None]):
         rows = []
         depth = _depths(self.plan)
         for j in view["jobs"]:
-            detail = "; ".join(x for x in [j["reason"] or "", " ".join(f"{k}={v}" for k, v in j["outputs"].items())]
-                               if x)
+            detail = "; ".join(
+                x for x in [j["reason"] or "", " ".join(f"{k}={v}" for k, v in j["outputs"].items())] if x
+            )
             by = f"{actor_user(j['released_by'])} {short(j['released_at'])}" if j["released_by"] else ""
             if j["comment"]:
                 by += f" “{j['comment']}”"
@@ -187,8 +197,9 @@ class LogScreen(Screen[None]):
 
     def _title(self) -> None:
         what = f"job {self.job}" if self.job else "all jobs"
-        self.query_one("#log-view").border_title = (
-            f"Logs · run #{self.run_id} · {what}" + (" · following" if self.follow else " · paused"))
+        self.query_one("#log-view").border_title = f"Logs · run #{self.run_id} · {what}" + (
+            " · following" if self.follow else " · paused"
+        )
 
     def fetch(self) -> Any:
         chunks = self.sluice.svc.log_chunks(self.run_id, job=self.job, after=self.after, limit=500)
@@ -202,8 +213,11 @@ class LogScreen(Screen[None]):
             if c["id"] <= self.after:
                 continue
             self.after = c["id"]
-            text = c["data"] if self.job else "".join(
-                f"[{c['job']}] {ln}" for ln in c["data"].splitlines(keepends=True))
+            text = (
+                c["data"]
+                if self.job
+                else "".join(f"[{c['job']}] {ln}" for ln in c["data"].splitlines(keepends=True))
+            )
             log.write(text, scroll_end=self.follow)
         subtitle = status_text(status)
         if self.query_one("#log-view").border_subtitle != subtitle:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
-from .errors import Invalid
+from .errors import Invalid, Refused
 from .store.db import Tx
 
 
@@ -75,12 +75,18 @@ def resolve(tx: Tx, plan: dict[str, Any], pins: dict[str, str] | None = None) ->
                 "ORDER BY id DESC LIMIT 1",
                 (m["workflow"],),
             )
+        if row is None:
+            # nothing to build from yet: say so instead of recording a run with no revision
+            raise Refused(
+                f"material {name}: workflow {m['workflow']} has no succeeded run yet; run it first "
+                f"(sluice workflow run {m['workflow']}) or pin a run with --pin {name}=RUN"
+            )
         out.append(
             {
                 "name": name,
                 "kind": "workflow",
-                "revision": str(row["id"]) if row else None,
-                "timestamp": row["natural_at"] if row else None,
+                "revision": str(row["id"]),
+                "timestamp": row["natural_at"],
             }
         )
     return out

@@ -7,6 +7,7 @@ status from `queued`, so two terminals executing the same items start each once.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,10 +17,10 @@ from zoneinfo import ZoneInfo
 from . import gates, identity
 from .definitions import masked
 from .definitions.durations import parse_duration
-from .errors import Invalid, NotFound, Refused
+from .errors import Invalid, NotFound, Refused, SluiceError
 from .plan import method_plan, spec_from, workflow_plan
 from .service import Service, create_run, iso, record_event
-from .store.db import IntegrityError, Tx, dumps, loads, now
+from .store.db import Tx, dumps, loads, now
 
 
 @dataclass
@@ -159,62 +160,69 @@ def add(
         model, _, method = target.partition(".")
         specs = svc.method(model, method).inputs
     values = svc._validated(specs, inputs)
-    key = dumps(values)
-    try:
-        with svc.db.write() as tx:
-            item_id = tx.insert(
-                "queue_items",
-                {
-                    "kind": kind,
-                    "target": target,
-                    "inputs": key,
-                    "inputs_key": key,
-                    "pins": dumps(pins or {}),
-                    "status": "queued",
-                    "queued_by": actor,
-                    "queued_at": now(),
-                    "not_before": at,
-                    "note": note,
-                },
-            )
-            shown = masked(specs, values)
-            what = f"{kind} {target}" + (f" {_fmt_inputs(shown)}" if shown else "")
-            if at is None:
-                record_event(
-                    tx,
-                    "queue.queued",
-                    actor,
-                    f"queued #{item_id}: {what}",
-                    item_id=item_id,
-                    workflow=target if kind == "workflow" else None,
-                    details={"inputs": shown, "note": note},
-                )
-            else:
-                record_event(
-                    tx,
-                    "queue.scheduled",
-                    actor,
-                    f"scheduled #{item_id} for {iso(at)}: {what}",
-                    item_id=item_id,
-                    workflow=target if kind == "workflow" else None,
-                    details={"inputs": shown, "note": note, "not_before": iso(at)},
-                )
-    except IntegrityError:
-        existing = svc.db.one(
-            "SELECT * FROM queue_items WHERE kind = ? AND target = ? AND inputs_key = ? "
-            "AND status = 'queued'",
-            (kind, target, key),
+    canonical = dumps(values)
+    key = inputs_key(canonical)
+    shown = masked(specs, values)
+    what = f"{kind} {target}" + (f" {_fmt_inputs(shown)}" if shown else "")
+    with svc.db.write() as tx:
+        # One statement decides: the partial unique index admits one queued item per invocation.
+        # Inside the same transaction the item that won is visible, so there is no retry path
+        # that could lose the note, the due time or the pins.
+        row = tx.one(
+            "INSERT INTO queue_items (kind, target, inputs, inputs_key, pins, status, queued_by, queued_at, "
+            "not_before, note) VALUES (:kind, :target, :inputs, :key, :pins, 'queued', :actor, :at_now, :not_before, "
+            ":note) ON CONFLICT (kind, target, inputs_key) WHERE status = 'queued' DO NOTHING RETURNING id",
+            {
+                "kind": kind,
+                "target": target,
+                "inputs": canonical,
+                "key": key,
+                "pins": dumps(pins or {}),
+                "actor": actor,
+                "at_now": now(),
+                "not_before": at,
+                "note": note,
+            },
         )
-        if existing is None:  # purged or executed in between: try once more
-            return add(svc, kind, target, inputs, note=note, at=at, actor=actor)
-        raise Refused(
-            f"already queued as item #{existing['id']} by {existing['queued_by']} "
-            f"({kind} {target}{' ' + _fmt_inputs(masked(specs, values)) if values else ''}); "
-            "vary the inputs to queue it again"
-        ) from None
+        if row is None:
+            existing = tx.one(
+                "SELECT id, queued_by FROM queue_items WHERE kind = ? AND target = ? AND inputs_key = ? "
+                "AND status = 'queued'",
+                (kind, target, key),
+            )
+            raise Refused(
+                f"already queued as item #{existing['id'] if existing else '?'} by "
+                f"{existing['queued_by'] if existing else 'someone'} ({what}); vary the inputs to queue it again"
+            )
+        item_id = int(row["id"])
+        if at is None:
+            record_event(
+                tx,
+                "queue.queued",
+                actor,
+                f"queued #{item_id}: {what}",
+                item_id=item_id,
+                workflow=target if kind == "workflow" else None,
+                details={"inputs": shown, "note": note},
+            )
+        else:
+            record_event(
+                tx,
+                "queue.scheduled",
+                actor,
+                f"scheduled #{item_id} for {iso(at)}: {what}",
+                item_id=item_id,
+                workflow=target if kind == "workflow" else None,
+                details={"inputs": shown, "note": note, "not_before": iso(at)},
+            )
     if at is not None:
         svc.poke()
     return item_view(svc.db.one("SELECT * FROM queue_items WHERE id = ?", (item_id,)), specs)  # type: ignore[arg-type]
+
+
+def inputs_key(canonical: str) -> str:
+    """The fixed-size key of one invocation's inputs (an 8 KB input must index on PostgreSQL too)."""
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _fmt_inputs(values: dict[str, Any]) -> str:
@@ -333,7 +341,7 @@ def _execute_one(svc: Service, item_id: int, actor: str, trigger: str) -> Outcom
                 queue_item_id=item_id,
                 pins=loads(row["pins"], {}),
             )
-        except Invalid as e:  # a material is gone: the item cannot start; say so, keep it queued
+        except SluiceError as e:  # a material is gone or not built yet: say so, keep it queued
             raise _Unstartable(str(e)) from None
         tx.execute("UPDATE queue_items SET run_id = ? WHERE id = ?", (run_id, item_id))
         record_event(

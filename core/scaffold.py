@@ -7,7 +7,9 @@ from pathlib import Path
 
 from .errors import Refused
 
-DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
+# the demo project ships inside the package (package-data), so `sluice demo` works from a wheel;
+# examples/demo in the repository is a link to it
+DEMO = Path(__file__).resolve().parent / "templates" / "demo"
 
 FILES = {
     "sluice.yaml": """\

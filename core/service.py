@@ -542,6 +542,7 @@ def iso(t: float | None) -> str | None:
 def run_view(run: dict[str, Any], jobs: list[dict[str, Any]], mats: list[dict[str, Any]]) -> dict[str, Any]:
     plan = loads(run["plan"], {})
     specs = {k: spec_from(v) for k, v in plan.get("inputs", {}).items()}
+    secrets = run_secrets(run, plan, jobs)
     return {
         "id": run["id"],
         "kind": run["kind"],
@@ -557,20 +558,32 @@ def run_view(run: dict[str, Any], jobs: list[dict[str, Any]], mats: list[dict[st
         "materials": [
             {"name": m["name"], "revision": m["revision"], "timestamp": iso(m["timestamp"])} for m in mats
         ],
-        "jobs": [job_view(j, plan) for j in jobs],
+        "jobs": [job_view(j, secrets) for j in jobs],
     }
 
 
-def job_view(j: dict[str, Any], plan: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_secrets(run: dict[str, Any], plan: dict[str, Any], jobs: list[dict[str, Any]]) -> list[str]:
+    """The values of a run's secret inputs and hold fields: masked wherever the run is shown."""
+    names = secret_names(plan) if "jobs" in plan and "inputs" in plan else set()
+    values = [v for k, v in loads(run["inputs"], {}).items() if k in names]
+    for j in jobs:
+        values += [v for k, v in loads(j.get("fields"), {}).items() if k in names]
+    # longest first, so a secret that contains another is masked whole
+    return sorted({str(v) for v in values if v not in (None, "")}, key=len, reverse=True)
+
+
+def job_view(j: dict[str, Any], secrets: list[str] | None = None) -> dict[str, Any]:
+    secrets = secrets or []
+    reason = j["reason"]
     return {
         "name": j["name"],
         "status": j["status"],
-        "reason": j["reason"],
+        "reason": mask_text(reason, secrets) if reason else reason,
         "agent": j["agent"],
         "exit_code": j["exit_code"],
         "started_at": iso(j["started_at"]),
         "finished_at": iso(j["finished_at"]),
-        "outputs": loads(j["outputs"], {}),
+        "outputs": {k: mask_text(str(v), secrets) for k, v in loads(j["outputs"], {}).items()},
         "released_by": j["released_by"],
         "released_at": iso(j["released_at"]),
         "comment": j["comment"],

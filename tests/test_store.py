@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import Proj
 
+from core.store.db import SCHEMA_HEAD
+
 
 def test_schema_head_constant_matches_migrations() -> None:
     from core.store.db import SCHEMA_HEAD
@@ -35,7 +37,7 @@ def test_first_command_creates_the_database(fresh_proj: Proj) -> None:
     assert not (fresh_proj.root / ".sluice" / "state.db").exists()
     assert fresh_proj.ok("run", "list", "--json").json == []
     db = sqlite3.connect(fresh_proj.root / ".sluice" / "state.db")
-    assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0005"
+    assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == SCHEMA_HEAD
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -59,7 +61,7 @@ def test_existing_database_upgrades_in_place_keeping_history(fresh_proj: Proj) -
     runs = fresh_proj.ok("run", "list", "--json").json
     assert [(r["id"], r["created_by"]) for r in runs] == [(1, "old@host")]
     db = sqlite3.connect(path)
-    assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0005"
+    assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == SCHEMA_HEAD
     assert db.execute("SELECT name FROM sqlite_master WHERE name = 'queue_items'").fetchone() is not None
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from .. import gates
 from ..definitions import InputError, validate_inputs
 from ..definitions.objects import Workflow
-from ..errors import Invalid
+from ..errors import SluiceError
 from ..plan import workflow_plan
 from ..service import Service, create_run
 from ..store.db import Tx
@@ -24,5 +24,5 @@ def start_unattended(svc: Service, tx: Tx, wf: Workflow, trigger: str) -> tuple[
         return None, f"cannot start without inputs: {e}"
     try:
         return create_run(tx, workflow_plan(svc.project, wf), values, trigger=trigger, actor="sluice"), None
-    except Invalid as e:  # a material cannot be resolved (a git repository gone, say)
+    except SluiceError as e:  # a material cannot be resolved (a git repository gone, no build yet)
         return None, str(e)

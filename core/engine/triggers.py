@@ -13,6 +13,7 @@ from .. import gates
 from ..agents.runner import job_context
 from ..definitions import InputError, validate_inputs
 from ..definitions.expressions import substitute
+from ..errors import SluiceError
 from ..plan import workflow_plan
 from ..service import Service, create_run, record_event
 from ..store.db import Tx, dumps, loads, now
@@ -44,15 +45,18 @@ def start_child(
     refusal = gates.refusal(tx, wf.name, wf.lock)
     if refusal:
         return _fail(tx, run, job, f"{target} refused the run: {refusal}"), None
-    child = create_run(
-        tx,
-        workflow_plan(svc.project, wf),
-        values,
-        trigger="trigger",
-        actor="sluice",
-        parent_run_id=run["id"],
-        parent_job_id=job["id"],
-    )
+    try:
+        child = create_run(
+            tx,
+            workflow_plan(svc.project, wf),
+            values,
+            trigger="trigger",
+            actor="sluice",
+            parent_run_id=run["id"],
+            parent_job_id=job["id"],
+        )
+    except SluiceError as e:  # a material cannot be resolved: nothing was created
+        return _fail(tx, run, job, f"cannot start {target}: {e.message}"), None
     t = now()
     if trig.get("wait", True):
         tx.execute(

@@ -19,12 +19,18 @@ from pathlib import Path
 from typing import Any
 
 # The Alembic revision this code expects; tests check it equals the migrations' head.
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 BUSY_TIMEOUT_S = float(os.environ.get("SLUICE_BUSY_TIMEOUT", "30"))
 
 
 class StoreError(Exception):
     """The database cannot be opened or used (one line for the user)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be used right now (busy past the timeout, disk full, unreachable).
+
+    Nothing was changed; trying again later may work (the CLI exits 75, EX_TEMPFAIL)."""
 
 
 Row = dict[str, Any]
@@ -198,7 +204,7 @@ class Database:
         except Exception as e:
             if self.dialect == "postgresql":
                 _pg_rollback(cx)
-            raise StoreError(f"database is busy or locked ({self.where}): {e}") from None
+            raise StoreUnavailable(f"database is busy or locked ({self.where}): {e}") from None
         tx = Tx(cx, self)
         try:
             if fenced and self.fence is not None:
@@ -284,7 +290,19 @@ class Tx:
 
 # ---------------------------------------------------------------- dialect-specific pieces
 
-_PG_PARAM = re.compile(r"'(?:[^']|'')*'|\?|:([A-Za-z_]\w*)|%")
+# One token at a time, left to right: string literals, quoted identifiers and comments pass
+# through untouched (a `?` or `:x` inside them is text), `::` is a cast, never a placeholder.
+_PG_TOKEN = re.compile(
+    r"""'(?:[^']|'')*'"""  # string literal
+    r'|"(?:[^"]|"")*"'  # quoted identifier
+    r"|--[^\n]*"  # line comment
+    r"|/\*.*?\*/"  # block comment
+    r"|::"  # cast
+    r"|\?"  # positional placeholder
+    r"|:([A-Za-z_]\w*)"  # named placeholder
+    r"|%",  # a literal percent sign (psycopg would read it as a placeholder)
+    re.DOTALL,
+)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -293,15 +311,17 @@ def _pg_sql(text: str) -> str:
 
     def one(m: re.Match[str]) -> str:
         tok = m.group(0)
-        if tok.startswith("'"):
+        if tok[0] in "'\"-/":
             return tok.replace("%", "%%")
+        if tok == "::":
+            return tok
         if tok == "?":
             return "%s"
         if tok == "%":
             return "%%"
         return f"%({m.group(1)})s"
 
-    return _PG_PARAM.sub(one, text)
+    return _PG_TOKEN.sub(one, text)
 
 
 def _pg_connect(conninfo: str) -> Any:
@@ -313,7 +333,7 @@ def _pg_connect(conninfo: str) -> Any:
     try:
         return psycopg.connect(conninfo, autocommit=True, row_factory=dict_row, connect_timeout=10)
     except psycopg.Error as e:
-        raise StoreError(
+        raise StoreUnavailable(
             f"cannot connect to {conninfo.split('@')[-1]}: {str(e).strip().splitlines()[0]}"
         ) from None
 
@@ -325,22 +345,44 @@ def _pg_rollback(cx: Any) -> None:
         pass
 
 
+# SQLite result codes that mean "not now" rather than "never": busy, locked, disk full, I/O
+_SQLITE_TEMPORARY = {5, 6, 10, 13}  # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_FULL
+
+
 def _translate(e: Exception, db: Database) -> Exception:
     if isinstance(e, StoreError):
         return e
     if isinstance(e, sqlite3.IntegrityError):
         return IntegrityError(str(e))
     if isinstance(e, sqlite3.Error):
+        code = getattr(e, "sqlite_errorcode", None)
+        if (code is not None and code & 0xFF in _SQLITE_TEMPORARY) or _sqlite_temporary_text(str(e)):
+            return StoreUnavailable(f"database unavailable ({db.where}): {e}")
         return StoreError(f"database error ({db.where}): {e}")
     name = type(e).__name__
     module = type(e).__module__
     if module.startswith("psycopg"):
         import psycopg
 
+        first = str(e).strip().splitlines()[0] if str(e).strip() else name
         if isinstance(e, psycopg.errors.IntegrityError):
-            return IntegrityError(str(e).strip().splitlines()[0])
+            return IntegrityError(first)
+        if isinstance(
+            e,
+            psycopg.OperationalError
+            | psycopg.errors.DiskFull
+            | psycopg.errors.InsufficientResources
+            | psycopg.errors.LockNotAvailable
+            | psycopg.errors.QueryCanceled,
+        ):
+            return StoreUnavailable(f"database unavailable ({db.where}): {first}")
         if isinstance(e, psycopg.Error):
-            return StoreError(
-                f"database error ({db.where}): {str(e).strip().splitlines()[0] if str(e) else name}"
-            )
+            return StoreError(f"database error ({db.where}): {first}")
     return e
+
+
+def _sqlite_temporary_text(text: str) -> bool:
+    text = text.lower()
+    return any(
+        w in text for w in ("database is locked", "database is busy", "disk is full", "disk i/o error")
+    )

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from .statuses import ACTIVE_RUN, sql_list
 from .store.db import Tx
+from .times import iso
 
-INCOMPLETE = ("pending", "running", "on_hold")
+INCOMPLETE = ACTIVE_RUN
 
 
 def workflow_state(tx: Tx, workflow: str) -> dict[str, Any] | None:
@@ -21,8 +23,6 @@ def refusal(tx: Tx, workflow: str, lock: str) -> str | None:
     """The reason a new run of `workflow` must not start, or None."""
     state = workflow_state(tx, workflow)
     if state and state["paused"]:
-        from .service import iso
-
         return (
             f"workflow {workflow} is paused by {state['paused_by']} at {iso(state['paused_at'])}: "
             f"{state['pause_reason']}"
@@ -42,7 +42,7 @@ def lock_holder(
         return None
     row = tx.one(
         "SELECT id, status FROM runs WHERE kind = 'workflow' AND target = ? AND status IN "
-        "('pending', 'running', 'on_hold') ORDER BY id LIMIT 1",
+        f"({sql_list(ACTIVE_RUN)}) ORDER BY id LIMIT 1",
         (workflow,),
     )
     if row is not None:

@@ -9,13 +9,15 @@ from .definitions import InputError, masked, validate_inputs
 from .errors import Invalid, NotFound, Refused
 from .plan import spec_from
 from .service import Service, record_event
+from .shapes import RunView
 from .store.db import dumps, loads, now
 
 
 def held_jobs(
     svc: Service, job: str | None = None, *, run_id: int | None = None, workflow: str | None = None
 ) -> list[dict[str, Any]]:
-    where, params = ["j.status = 'held'"], []
+    where: list[str] = ["j.status = 'held'"]
+    params: list[Any] = []
     if job is not None:
         where.append("(j.name = ? OR j.base = ?)")
         params += [job, job]
@@ -70,7 +72,7 @@ def release(
     comment: str | None = None,
     fields: dict[str, str] | None = None,
     actor: str | None = None,
-) -> dict[str, Any]:
+) -> RunView:
     actor = actor or identity.actor()
     row = _candidate(svc, job, run_id, workflow)
     hold = _check_approver(svc, row, actor, "release")
@@ -109,7 +111,7 @@ def reject(
     run_id: int | None = None,
     workflow: str | None = None,
     actor: str | None = None,
-) -> dict[str, Any]:
+) -> RunView:
     actor = actor or identity.actor()
     if not reason or not reason.strip():
         raise Invalid("a reason is required to reject (--reason TEXT)")

@@ -12,6 +12,7 @@ import subprocess
 from typing import Any
 
 from .errors import Invalid, Refused
+from .shapes import Plan
 from .store.db import Tx
 
 
@@ -35,7 +36,7 @@ def git_revision(path: str, rev: str, name: str) -> tuple[str, float]:
     return commit, float(ts.stdout.strip() or 0)
 
 
-def check_pins(plan: dict[str, Any], pins: dict[str, str]) -> None:
+def check_pins(plan: Plan, pins: dict[str, str]) -> None:
     """Pins name known materials and existing revisions (before anything is created)."""
     mats = plan.get("materials") or {}
     for name, rev in pins.items():
@@ -50,7 +51,7 @@ def check_pins(plan: dict[str, Any], pins: dict[str, str]) -> None:
             raise Invalid(f"--pin {name}={rev}: a workflow material is pinned to a run id")
 
 
-def resolve(tx: Tx, plan: dict[str, Any], pins: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def resolve(tx: Tx, plan: Plan, pins: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Each material's revision and timestamp for a new run of plan."""
     pins = pins or {}
     out = []

@@ -7,36 +7,35 @@ already in flight, and an agent on another host needs no copy of the project.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
-from .definitions.objects import InputSpec, Job, Method, Project, Step, Workflow
-
-
-def _spec(s: InputSpec) -> dict[str, Any]:
-    return asdict(s)
+from .definitions.objects import InputSpec, Job, Material, Method, Project, Retry, Step, Workflow
+from .shapes import HoldPlan, InputSpecPlan, JobPlan, MaterialPlan, Plan, RetryPlan, StepPlan, TriggerPlan
 
 
-def spec_from(d: dict[str, Any]) -> InputSpec:
+def _spec(s: InputSpec) -> InputSpecPlan:
+    return cast(InputSpecPlan, asdict(s))
+
+
+def spec_from(d: InputSpecPlan | dict[str, Any]) -> InputSpec:
     return InputSpec(**d)
 
 
-def _step(project: Project, step: Step) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": step.name, "when": step.when, "run": step.run, "method": None}
+def _step(project: Project, step: Step) -> StepPlan:
+    out: StepPlan = {"name": step.name, "when": step.when, "run": step.run, "method": None}
     if step.method:
         method = project.method(step.method)
         assert method is not None  # validated when loading
-        out.update(
-            run=method.run,
-            method=step.method,
-            with_=dict(step.with_),
-            method_inputs={k: _spec(v) for k, v in method.inputs.items()},
-            method_env=dict(method.env),
-        )
+        out["run"] = method.run
+        out["method"] = step.method
+        out["with_"] = dict(step.with_)
+        out["method_inputs"] = {k: _spec(v) for k, v in method.inputs.items()}
+        out["method_env"] = dict(method.env)
     return out
 
 
-def _job(project: Project, job: Job, position: int) -> dict[str, Any]:
-    hold = None
+def _job(project: Project, job: Job, position: int) -> JobPlan:
+    hold: HoldPlan | None = None
     if job.hold is not None:
         hold = {
             "prompt": job.hold.prompt,
@@ -44,7 +43,7 @@ def _job(project: Project, job: Job, position: int) -> dict[str, Any]:
             "fields": {k: _spec(v) for k, v in job.hold.fields.items()},
             "timeout": job.hold.timeout,
         }
-    trigger = None
+    trigger: TriggerPlan | None = None
     if job.trigger is not None:
         trigger = {"workflow": job.trigger.workflow, "inputs": job.trigger.inputs, "wait": job.trigger.wait}
     return {
@@ -60,19 +59,20 @@ def _job(project: Project, job: Job, position: int) -> dict[str, Any]:
         "resources": job.resources,
         "trigger": trigger,
         "timeout": job.timeout,
-        "retry": asdict(job.retry) if job.retry else None,
+        "retry": _retry(job.retry),
         "env": job.env,
         "steps": [_step(project, s) for s in job.steps],
     }
 
 
-def _material(project: Project, m: Any) -> dict[str, Any]:
+def _material(project: Project, m: Material) -> MaterialPlan:
     if m.git is not None:
         return {"git": str((project.root / m.git).resolve()), "branch": m.branch}
+    assert m.workflow is not None  # a material is git or workflow (checked when loading)
     return {"workflow": m.workflow, "trigger": m.trigger}
 
 
-def workflow_plan(project: Project, wf: Workflow) -> dict[str, Any]:
+def workflow_plan(project: Project, wf: Workflow) -> Plan:
     return {
         "kind": "workflow",
         "name": wf.name,
@@ -84,8 +84,8 @@ def workflow_plan(project: Project, wf: Workflow) -> dict[str, Any]:
     }
 
 
-def method_plan(method: Method) -> dict[str, Any]:
-    job = {
+def method_plan(method: Method) -> Plan:
+    job: JobPlan = {
         "name": method.name,
         "position": 0,
         "needs": [],
@@ -98,7 +98,7 @@ def method_plan(method: Method) -> dict[str, Any]:
         "resources": [],
         "trigger": None,
         "timeout": method.timeout,
-        "retry": asdict(method.retry) if method.retry else None,
+        "retry": _retry(method.retry),
         "env": dict(method.env),
         "steps": [{"name": method.target, "when": "success", "run": method.run, "method": None}],
     }
@@ -112,11 +112,16 @@ def method_plan(method: Method) -> dict[str, Any]:
     }
 
 
-def secret_names(plan: dict[str, Any]) -> set[str]:
+def _retry(retry: Retry | None) -> RetryPlan | None:
+    return {"limit": retry.limit, "exit_codes": retry.exit_codes} if retry else None
+
+
+def secret_names(plan: Plan | dict[str, Any]) -> set[str]:
     names = {k for k, v in plan["inputs"].items() if v.get("secret")}
     for job in plan["jobs"].values():
-        if job.get("hold"):
-            names |= {k for k, v in job["hold"]["fields"].items() if v.get("secret")}
+        hold = job.get("hold")
+        if hold:
+            names |= {k for k, v in hold["fields"].items() if v.get("secret")}
         for step in job["steps"]:
             names |= {k for k, v in (step.get("method_inputs") or {}).items() if v.get("secret")}
     return names

@@ -20,6 +20,7 @@ from .definitions.durations import parse_duration
 from .errors import Invalid, NotFound, Refused, SluiceError
 from .plan import method_plan, spec_from, workflow_plan
 from .service import Service, create_run, iso, record_event
+from .shapes import ItemView, Plan
 from .store.db import Tx, dumps, loads, now
 
 
@@ -41,7 +42,8 @@ class Selector:
         return bool(self.bulk or self.workflow or self.method or self.ids)
 
     def sql(self) -> tuple[str, list[Any]]:
-        where, params = ["status = 'queued'"], []
+        where: list[str] = ["status = 'queued'"]
+        params: list[Any] = []
         if self.workflows:
             where.append("kind = 'workflow'")
         if self.methods:
@@ -61,6 +63,35 @@ class Selector:
             params.extend(self.ids)
         return " AND ".join(where), params
 
+    def check(self, svc: Service) -> None:
+        """A name the project does not define is a typo, not an empty selection (exit 4, SPEC 3).
+
+        Names of items still queued count as known: a workflow deleted since can still be purged.
+        """
+        from .definitions import did_you_mean
+
+        queued = {
+            (r["kind"], r["target"])
+            for r in svc.db.all("SELECT DISTINCT kind, target FROM queue_items WHERE status = 'queued'")
+        }
+        if self.workflow:
+            known = set(svc.project.workflows) | {t for k, t in queued if k == "workflow"}
+            if self.workflow not in known:
+                raise NotFound(
+                    f"no workflow '{self.workflow}'{did_you_mean(self.workflow, known)}; "
+                    "'sluice workflow list' shows them"
+                )
+        if self.method:
+            targets = {f"{m.name}.{meth}" for m in svc.project.models.values() for meth in m.methods} | {
+                t for k, t in queued if k == "method"
+            }
+            names = targets | {t.partition(".")[2] for t in targets}
+            if self.method not in names:
+                raise NotFound(
+                    f"no method '{self.method}'{did_you_mean(self.method, names)}; "
+                    "give METHOD or MODEL.METHOD ('sluice method list' shows them)"
+                )
+
     def describe(self) -> str:
         if self.all:
             return "--all"
@@ -77,38 +108,62 @@ class Selector:
 # ---------------------------------------------------------------- times
 
 
+MAX_AHEAD_S = 10 * 366 * 86400  # --at: at most ten years ahead
+MAX_LIMIT = 100_000  # listings return at most this many rows
+
+
 def parse_at(text: str, tz: str | None) -> float:
-    """`2026-11-23T02:00` (ISO 8601), `02:00` (next occurrence), `+2h` / `+30m` (from now)."""
+    """`2026-11-23T02:00` (ISO 8601), `02:00` (next occurrence), `+2h` / `+30m` (from now).
+
+    A time in the past is refused (it would run at once without a word), and so is one more
+    than ten years ahead (no date arithmetic or sleep may overflow on it).
+    """
+    usage = "use ISO 8601 (2026-11-23T02:00), HH:MM, or +2h / +30m"
     zone = ZoneInfo(tz) if tz else None
     s = text.strip()
+    if not s:
+        raise Invalid(f"--at is empty: {usage}")
+    start = now()
     if s.startswith("+"):
         try:
-            return now() + parse_duration(s[1:])
+            at_ts = start + parse_duration(s[1:])
         except ValueError:
-            raise Invalid(f"--at '{text}': use ISO 8601 (2026-11-23T02:00), HH:MM, or +2h / +30m") from None
-    m = re.fullmatch(r"(\d{1,2}):(\d{2})", s)
-    current = datetime.now(zone).astimezone(zone) if zone else datetime.now().astimezone()
-    if m:
-        hour, minute = int(m.group(1)), int(m.group(2))
-        if hour > 23 or minute > 59:
-            raise Invalid(f"--at '{text}' is not a time of day")
-        at = current.replace(hour=hour, minute=minute, second=0, microsecond=0)
-        if at <= current:
-            at += timedelta(days=1)
-        return at.timestamp()
-    try:
-        at = datetime.fromisoformat(s)
-    except ValueError:
-        raise Invalid(f"--at '{text}': use ISO 8601 (2026-11-23T02:00), HH:MM, or +2h / +30m") from None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=zone) if zone else at.astimezone()
-    return at.timestamp()
+            raise Invalid(f"--at '{text}': {usage}") from None
+    else:
+        m = re.fullmatch(r"(\d{1,2}):(\d{2})", s)
+        current = datetime.now(zone).astimezone(zone) if zone else datetime.now().astimezone()
+        if m:
+            hour, minute = int(m.group(1)), int(m.group(2))
+            if hour > 23 or minute > 59:
+                raise Invalid(f"--at '{text}' is not a time of day")
+            at = current.replace(hour=hour, minute=minute, second=0, microsecond=0)
+            if at <= current:
+                at += timedelta(days=1)
+            return at.timestamp()
+        try:
+            at = datetime.fromisoformat(s)
+        except ValueError:
+            raise Invalid(f"--at '{text}': {usage}") from None
+        try:
+            if at.tzinfo is None:
+                at = at.replace(tzinfo=zone) if zone else at.astimezone()
+            at_ts = at.timestamp()
+        except (ValueError, OverflowError, OSError):  # year 1 or 9999 in some zones
+            at_ts = float("-inf") if at.year < 2000 else float("inf")
+        if at_ts < start:
+            raise Invalid(
+                f"--at '{text}' is in the past ({at.isoformat(timespec='minutes')}); "
+                "give a time to come, or use 'queue execute' to start it now"
+            )
+    if not at_ts <= start + MAX_AHEAD_S:  # also catches inf from a thousand-digit duration
+        raise Invalid(f"--at '{text}' is more than ten years ahead")
+    return at_ts
 
 
 # ---------------------------------------------------------------- views
 
 
-def item_view(row: dict[str, Any], specs: dict[str, Any] | None = None) -> dict[str, Any]:
+def item_view(row: dict[str, Any], specs: dict[str, Any] | None = None) -> ItemView:
     inputs = loads(row["inputs"], {})
     if specs is not None:
         inputs = masked(specs, inputs)
@@ -147,7 +202,7 @@ def add(
     at: float | None = None,
     actor: str | None = None,
     pins: dict[str, str] | None = None,
-) -> dict[str, Any]:
+) -> ItemView:
     """Stage one item; refused (exit 3) when the same kind + target + inputs is already queued."""
     actor = actor or identity.actor()
     if kind == "workflow":
@@ -229,18 +284,19 @@ def _fmt_inputs(values: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in values.items())
 
 
-def select(
-    svc: Service, selector: Selector | None = None, *, limit: int | None = None
-) -> list[dict[str, Any]]:
+def select(svc: Service, selector: Selector | None = None, *, limit: int | None = None) -> list[ItemView]:
     where, params = (selector or Selector(all=True)).sql()
     sql = f"SELECT * FROM queue_items WHERE {where} ORDER BY id"
     if limit is not None:
-        sql += f" LIMIT {int(limit)}"
+        if not 1 <= limit <= MAX_LIMIT:  # SQLite reads LIMIT -5 as "no limit"
+            raise Invalid(f"--limit must be between 1 and {MAX_LIMIT:,}, not {limit}")
+        sql += " LIMIT ?"
+        params = [*params, limit]
     rows = svc.db.all(sql, params)
     return [item_view(r, _specs(svc, r["kind"], r["target"])) for r in rows]
 
 
-def window(svc: Service, *, text: str | None = None, limit: int = 500) -> tuple[list[dict[str, Any]], int]:
+def window(svc: Service, *, text: str | None = None, limit: int = 500) -> tuple[list[ItemView], int]:
     """The oldest `limit` queued items matching `text` (target, kind, note, user), and how many match."""
     where, params = "status = 'queued'", []
     if text:
@@ -271,7 +327,7 @@ class _Unstartable(Exception):
 
 @dataclass
 class Outcome:
-    item: dict[str, Any]
+    item: ItemView
     run_id: int | None = None
     refused: str | None = None  # paused or locked: the item stays queued
     gone: bool = False  # executed or purged by someone else meanwhile
@@ -353,11 +409,11 @@ def _execute_one(svc: Service, item_id: int, actor: str, trigger: str) -> Outcom
             run_id=run_id,
             workflow=row["target"] if row["kind"] == "workflow" else None,
         )
-        view.update(status="executed", run_id=run_id)
+        view["status"], view["run_id"] = "executed", run_id
         return Outcome(view, run_id=run_id)
 
 
-def _plan_for(svc: Service, tx: Tx, row: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+def _plan_for(svc: Service, tx: Tx, row: dict[str, Any]) -> tuple[Plan | None, str | None]:
     if row["kind"] == "workflow":
         wf = svc.project.workflows.get(row["target"])
         if wf is None:
@@ -370,7 +426,7 @@ def _plan_for(svc: Service, tx: Tx, row: dict[str, Any]) -> tuple[dict[str, Any]
     return method_plan(method), None
 
 
-def purge(svc: Service, ids: list[int], *, actor: str | None = None) -> list[dict[str, Any]]:
+def purge(svc: Service, ids: list[int], *, actor: str | None = None) -> list[ItemView]:
     """Remove items from the queue without running anything; they stay in history."""
     actor = actor or identity.actor()
     purged = []

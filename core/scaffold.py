@@ -66,7 +66,7 @@ def init_project(target: Path) -> Path:
         if rel == ".gitignore" and path.exists():
             continue
         name = "".join(c if c.isalnum() or c in "-_." else "-" for c in target.name) or "project"
-        path.write_text(text.format(name=name, user=identity.user()))
+        path.write_text(text.format(name=name, user=identity.os_user()))
     return target
 
 

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import gates, identity
+from . import gates, identity, wake
 from .definitions import DefinitionError, InputError, load_project, masked, validate_inputs
 from .definitions.inputs import SECRET_MASK
 from .definitions.loader import did_you_mean
-from .definitions.objects import Project
+from .definitions.objects import InputSpec, Method, Project, Workflow
 from .errors import Invalid, NotFound, Refused
 from .plan import method_plan, secret_names, spec_from, workflow_plan
+from .shapes import EventView, JobView, Plan, RunView
+from .statuses import FINAL_JOB, FINAL_RUN
 from .store.db import Database, Tx, dumps, loads, now, resolve_url
-
-FINAL_JOB = ("succeeded", "failed", "rejected", "cancelled", "skipped")
-FINAL_RUN = ("succeeded", "failed", "cancelled")
-ACTIVE_RUN = ("pending", "running", "on_hold")
+from .times import iso, next_fire
 
 
 def record_event(
@@ -51,7 +50,7 @@ def record_event(
 
 def create_run(
     tx: Tx,
-    plan: dict[str, Any],
+    plan: Plan,
     inputs: dict[str, Any],
     *,
     trigger: str,
@@ -133,7 +132,8 @@ class Service:
     def open(cls, root: Path | None = None) -> Service:
         """Load and validate the project, open its database at the current schema."""
         project = load_project(root)
-        db = Database(resolve_url(project.database, project.root))
+        identity.trust_sluice_user(project.trust_sluice_user)  # SLUICE_USER counts only where trusted
+        db = Database(resolve_url(project.database, project.root), notifier=wake.poke)
         db.ensure_schema()
         return cls(project, db)
 
@@ -156,13 +156,13 @@ class Service:
 
     # ------------------------------------------------------------ definitions
 
-    def workflow(self, name: str):  # type: ignore[no-untyped-def]
+    def workflow(self, name: str) -> Workflow:
         wf = self.project.workflows.get(name)
         if wf is None:
             raise NotFound(f"no workflow '{name}'{did_you_mean(name, self.project.workflows)}")
         return wf
 
-    def method(self, model: str, method: str):  # type: ignore[no-untyped-def]
+    def method(self, model: str, method: str) -> Method:
         m = self.project.models.get(model)
         if m is None:
             raise NotFound(f"no model '{model}'{did_you_mean(model, self.project.models)}")
@@ -211,7 +211,7 @@ class Service:
 
     # ------------------------------------------------------------ starting runs
 
-    def _validated(self, specs, given: dict[str, Any]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    def _validated(self, specs: Mapping[str, InputSpec], given: dict[str, Any]) -> dict[str, Any]:
         try:
             return validate_inputs(specs, given)
         except InputError as e:
@@ -258,7 +258,7 @@ class Service:
         self.poke()
         return run_id
 
-    def cancel_run(self, run_id: int, actor: str | None = None) -> dict[str, Any]:
+    def cancel_run(self, run_id: int, actor: str | None = None) -> RunView:
         actor = actor or identity.actor()
         with self.db.write() as tx:
             run = tx.one("SELECT id, status, target FROM runs WHERE id = ?", (run_id,))
@@ -281,7 +281,7 @@ class Service:
             raise NotFound(f"no run #{run_id}")
         return run
 
-    def run_view(self, run_id: int) -> dict[str, Any]:
+    def run_view(self, run_id: int) -> RunView:
         run = self.run_row(run_id)
         jobs = self.db.all("SELECT * FROM jobs WHERE run_id = ? ORDER BY position, id", (run_id,))
         mats = self.db.all(
@@ -296,7 +296,7 @@ class Service:
         status: str | None = None,
         order: str = "schedule",
         limit: int = 50,
-    ) -> list[dict[str, Any]]:
+    ) -> list[RunView]:
         where, params = [], []
         if workflow:
             where.append("target = ?")
@@ -304,6 +304,7 @@ class Service:
         if status:
             where.append("status = ?")
             params.append(status)
+        _check_limit(limit)
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         key = "natural_at DESC, id DESC" if order == "natural" else "id DESC"
         runs = self.db.all(f"SELECT * FROM runs {clause} ORDER BY {key} LIMIT ?", (*params, limit))
@@ -451,7 +452,8 @@ class Service:
             (run_id, after, limit),
         )
 
-    def history(self, limit: int = 50, *, run_id: int | None = None) -> list[dict[str, Any]]:
+    def history(self, limit: int = 50, *, run_id: int | None = None) -> list[EventView]:
+        _check_limit(limit)
         if run_id is not None:
             rows = self.db.all(
                 "SELECT * FROM events WHERE run_id = ? ORDER BY id DESC LIMIT ?", (run_id, limit)
@@ -465,59 +467,109 @@ class Service:
     ) -> Iterator[tuple[str, Any]]:
         """Yield ("log", chunk) and ("job", job_row) changes until the run finishes (or waits on a hold).
 
-        Ends with ("run", run_view).
+        Ends with ("run", run_view). Events come in the order they happened: a job's start
+        (a "running" row, even for a job that started and ended between two polls) before its
+        output, its end after it, and the starts and ends of other jobs interleaved by the
+        times the store recorded. Output is read after the job rows, so a job seen ended has
+        all its output read; output written after the job rows were read, or by a job whose
+        start is not known yet, waits for the next poll.
         """
         import time
 
         seen: dict[int, tuple[str, str | None]] = {}
+        shown_start: dict[int, float] = {}  # job id -> the started_at already shown
+        waiting: list[dict[str, Any]] = []  # output held back for the next poll
+        timed: list[tuple[float, int, int, dict[str, Any]]] = []  # (at, 0 start | 2 end, seq, row)
+        starts: dict[int, float] = {}  # job id -> started_at, for starts not shown yet
+
+        def until(at: float, rank: int) -> Iterator[tuple[str, Any]]:
+            """The job events of this poll up to (at, rank), in order."""
+            while timed and timed[0][:2] <= (at, rank):
+                t, r, _seq, row = timed.pop(0)
+                if r == 0:
+                    shown_start[row["id"]] = t
+                yield "job", row
+
+        def place(c: dict[str, Any], hold_after: float | None) -> Iterator[tuple[str, Any]]:
+            """Output after the job events that came before it; held back when that is not known yet."""
+            job_id, at = c["job_id"], c["at"] or 0.0
+            if hold_after is not None and at > hold_after:
+                waiting.append(c)  # written after the job rows were read
+                return
+            if job_id in starts and job_id not in shown_start:
+                yield from until(max(starts[job_id], at), 0)  # its start first, whatever the clocks
+            if job_id not in shown_start:
+                waiting.append(c)  # its job started after the job rows were read
+                return
+            yield from until(at, 1)
+            yield "log", c
+
         after = 0
         while True:
             run = self.run_row(run_id)
+            snapshot = now()
             jobs = self.job_rows(run_id)
-            changed = [j for j in jobs if seen.get(j["id"]) != (j["status"], j["reason"])]
-            for j in changed:
-                seen[j["id"]] = (j["status"], j["reason"])
-            # a job's start shows before its output; its end, and holds that follow it, after it
-            for j in changed:
-                if j["status"] == "running":
-                    yield "job", j
-            while True:
-                chunks = self.log_chunks(run_id, after=after)
-                for c in chunks:
-                    after = c["id"]
-                    yield "log", c
-                if len(chunks) < 500:
-                    break
-            for j in changed:
+            final = run["status"] in FINAL_RUN
+            timed.clear()
+            later: list[dict[str, Any]] = []  # holds, waits, reasons: after everything else
+            for j in jobs:
+                key = (j["status"], j["reason"])
+                changed = seen.get(j["id"]) != key
+                seen[j["id"]] = key
+                started = j["started_at"] is not None and j["status"] not in ("pending", "waiting", "held")
+                if started and shown_start.get(j["id"]) != j["started_at"]:
+                    row = j if j["status"] == "running" else {**j, "status": "running", "reason": None}
+                    timed.append((j["started_at"], 0, len(timed), row))
+                    shown_start.pop(j["id"], None)  # a retry starts again
+                    if j["status"] == "running":
+                        continue
+                if not changed:
+                    continue
                 if j["status"] in FINAL_JOB:
-                    yield "job", j
-            for j in changed:
-                if j["status"] not in FINAL_JOB and j["status"] != "running":
-                    yield "job", j
-            if run["status"] in FINAL_RUN or (stop_on_hold and run["status"] == "on_hold"):
+                    timed.append((j["finished_at"] or float("inf"), 2, len(timed), j))
+                else:
+                    later.append(j)
+            timed.sort(key=lambda e: e[:3])
+            starts.clear()
+            starts.update({e[3]["id"]: e[0] for e in timed if e[1] == 0})
+            held_back = waiting[:]
+            waiting.clear()
+            for c in held_back:
+                yield from place(c, None)
+            while True:
+                batch = self.log_chunks(run_id, after=after, limit=FOLLOW_BATCH)
+                for c in batch:
+                    after = c["id"]
+                    yield from place(c, None if final else snapshot)
+                if len(batch) < FOLLOW_BATCH:
+                    break
+            yield from until(float("inf"), 3)
+            for j in later:
+                yield "job", j
+            if final or (stop_on_hold and run["status"] == "on_hold"):
+                for c in waiting:  # never drop output
+                    yield "log", c
                 yield "run", self.run_view(run_id)
                 return
             time.sleep(poll)
 
-    def wait_run(self, run_id: int, *, poll: float = 0.1, stop_on_hold: bool = True) -> dict[str, Any]:
+    def wait_run(self, run_id: int, *, poll: float = 0.1, stop_on_hold: bool = True) -> RunView:
         for kind, value in self.follow(run_id, poll=poll, stop_on_hold=stop_on_hold):
             if kind == "run":
                 return value
         raise AssertionError("unreachable")
 
 
+MAX_LIMIT = 100_000  # listings return at most this many rows
+FOLLOW_BATCH = 64  # log chunks (at most 64 KiB each) read at a time while following a run
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_LIMIT:  # SQLite reads LIMIT -5 as "no limit"
+        raise Invalid(f"--limit must be between 1 and {MAX_LIMIT:,}, not {limit}")
+
+
 # ---------------------------------------------------------------- JSON shapes (SPEC 10)
-
-
-def next_fire(cron: str, tz: str | None, after: float | None = None) -> float:
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
-    from croniter import croniter
-
-    zone = ZoneInfo(tz) if tz else datetime.now().astimezone().tzinfo
-    start = datetime.fromtimestamp(after if after is not None else now(), zone)
-    return croniter(cron, start).get_next(datetime).timestamp()
 
 
 def _definitions_stamp(root: Path) -> tuple[float, ...]:
@@ -531,15 +583,7 @@ def _definitions_stamp(root: Path) -> tuple[float, ...]:
     return tuple(stamps)
 
 
-def iso(t: float | None) -> str | None:
-    if t is None:
-        return None
-    from datetime import datetime
-
-    return datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
-
-
-def run_view(run: dict[str, Any], jobs: list[dict[str, Any]], mats: list[dict[str, Any]]) -> dict[str, Any]:
+def run_view(run: dict[str, Any], jobs: list[dict[str, Any]], mats: list[dict[str, Any]]) -> RunView:
     plan = loads(run["plan"], {})
     specs = {k: spec_from(v) for k, v in plan.get("inputs", {}).items()}
     secrets = run_secrets(run, plan, jobs)
@@ -572,7 +616,7 @@ def run_secrets(run: dict[str, Any], plan: dict[str, Any], jobs: list[dict[str, 
     return sorted({str(v) for v in values if v not in (None, "")}, key=len, reverse=True)
 
 
-def job_view(j: dict[str, Any], secrets: list[str] | None = None) -> dict[str, Any]:
+def job_view(j: dict[str, Any], secrets: list[str] | None = None) -> JobView:
     secrets = secrets or []
     reason = j["reason"]
     return {
@@ -590,7 +634,7 @@ def job_view(j: dict[str, Any], secrets: list[str] | None = None) -> dict[str, A
     }
 
 
-def event_view(e: dict[str, Any]) -> dict[str, Any]:
+def event_view(e: dict[str, Any]) -> EventView:
     return {
         "id": e["id"],
         "at": iso(e["at"]),
@@ -605,7 +649,7 @@ def event_view(e: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _input_view(spec) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _input_view(spec: InputSpec) -> dict[str, Any]:
     return {
         "type": spec.type,
         "required": spec.required,

@@ -26,10 +26,16 @@ def poke(db_url: str) -> bool:
 
 
 def poke_addr(addr: str | bytes) -> bool:
+    """Never blocks: the kernel queues only a few datagrams (net.unix.max_dgram_qlen), and a
+    full queue already means the listener has a wake-up waiting, so a dropped one loses nothing.
+    A blocking send here once hung an engine that poked its own full socket."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.setblocking(False)
     try:
         s.sendto(b"!", addr)
         return True
+    except BlockingIOError:
+        return True  # queue full: the listener will wake anyway
     except OSError:
         return False
     finally:

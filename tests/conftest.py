@@ -211,3 +211,60 @@ def fresh_proj(tmp_path: Path) -> Iterator[Proj]:
     p.write("sluice.yaml", "name: fresh\n")
     yield p
     p.kill_engine()
+
+
+@pytest.fixture
+def defs_proj(tmp_path: Path) -> Iterator[Proj]:
+    """A project directory with no database, for tests of the definitions alone: not parametrized
+    by backend (they would run twice for nothing), and no command of theirs may create a store."""
+    root = tmp_path / "defs"
+    root.mkdir()
+    p = Proj(root, Path())
+    p.write("sluice.yaml", "name: test\n")
+    yield p
+    p.kill_engine()
+    kill_leftovers(root)
+    assert not (root / ".sluice" / "state.db").exists(), "a definitions test created a database"
+
+
+def engine_pids(root: Path) -> list[int]:
+    """Live engine processes of a project, by command line (engine.json alone can outlive a killed engine)."""
+    pids = []
+    for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"core.engine" in argv and str(root).encode() in argv and not gone(int(pid)):
+            pids.append(int(pid))
+    return pids
+
+
+# A paused workflow whose timer fires every second: each fire is recorded as skipped, so a fire time
+# in the store proves that the engine handled a deadline at that moment. Tests that must show that
+# something does NOT happen wait for such fires instead of sleeping.
+TICKER = 'name: ticker\ntimer: "* * * * * *"\njobs: {t: {steps: [{run: "true"}]}}\n'
+
+
+def add_ticker(proj: Proj) -> None:
+    """Add the paused ticker (before the engine starts, so it never starts a run)."""
+    from core import flow
+
+    proj.write("workflows/ticker.yaml", TICKER)
+    flow.pause(proj.service(), "ticker", "the tests' clock", actor="tests")
+
+
+def wait_ticks(proj: Proj, after: float, count: int = 2, timeout: float = 30) -> None:
+    """Wait until the engine has handled `count` ticker fires later than `after` (epoch seconds)."""
+    svc = proj.service()
+    proj.wait_for(
+        lambda: (
+            svc.db.scalar(
+                "SELECT COUNT(*) FROM timer_fires WHERE workflow = 'ticker' AND fire_at > ?", (after,)
+            )
+            >= count
+        ),
+        timeout=timeout,
+        what=f"{count} engine ticks after {after:.1f}",
+    )

@@ -134,3 +134,15 @@ def app_for(proj: Proj, **kw):
     kw.setdefault("poll", False)
     kw.setdefault("theme", "textual-dark")
     return SluiceApp(proj.service(), **kw)
+
+
+def toasts(app) -> list[str]:
+    """The notifications a user sees: the text of each Toast on screen, its wrapped lines rejoined."""
+    from textual.geometry import Region
+
+    shown = []
+    for toast in app.screen.query("Toast"):
+        # the toast's whole box (outer_size: padding included), less its left border
+        lines = [strip.text.strip(" ▌") for strip in toast.render_lines(Region(0, 0, *toast.outer_size))]
+        shown.append(" ".join(line for line in lines if line))
+    return shown

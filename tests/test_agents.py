@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import Proj
+from conftest import Proj, gone
 
 ENV = {"SLUICE_AGENT_TIMEOUT": "2"}
 SETTINGS = "name: t\nenvironments: {qa: {}, prod: {}}\n"
@@ -93,7 +93,7 @@ def test_capacity_busy_reason_and_agent_list(proj: Proj, agents) -> None:
         name: w
         environment: qa
         jobs:
-          a: {parallelism: 3, steps: [{run: 'echo "start $(date +%s.%N)" >> "$SLUICE_PROJECT/spans"; sleep 0.5; echo "end $(date +%s.%N)" >> "$SLUICE_PROJECT/spans"'}]}
+          a: {parallelism: 3, steps: [{run: 'echo "start $(date +%s.%N)" >> "$SLUICE_PROJECT/spans"; until [ -e "$SLUICE_PROJECT/go" ]; do sleep 0.05; done; echo "end $(date +%s.%N)" >> "$SLUICE_PROJECT/spans"'}]}
         """,
     )
     proj.ok("engine", "start", env=ENV)
@@ -107,6 +107,7 @@ def test_capacity_busy_reason_and_agent_list(proj: Proj, agents) -> None:
     listing = {a["name"]: a for a in proj.ok("agent", "list", "--json").json}
     assert listing["qa-1"]["state"] == "busy" and listing["qa-1"]["jobs"][0].startswith("#1 a[")
     assert listing["qa-1"]["environments"] == ["qa"] and listing["qa-1"]["capacity"] == 1
+    (proj.root / "go").touch()  # the copies may finish now (the first one held the only slot till here)
     assert svc.wait_run(1)["status"] == "succeeded"
     events = [ln.split() for ln in (proj.root / "spans").read_text().splitlines()]
     t = [(w, float(x)) for w, x in events]
@@ -158,7 +159,7 @@ def test_disable_finishes_current_job_and_takes_no_more(proj: Proj, agents) -> N
         name: w
         environment: qa
         jobs:
-          one: {steps: [{run: 'sleep 1'}]}
+          one: {steps: [{run: 'until [ -e "$SLUICE_PROJECT/go" ]; do sleep 0.05; done'}]}
           two: {needs: [one], steps: [{run: 'true'}]}
         """,
     )
@@ -168,6 +169,7 @@ def test_disable_finishes_current_job_and_takes_no_more(proj: Proj, agents) -> N
     svc = proj.service()
     proj.wait_for(lambda: jobs(svc.run_view(1))["one"]["status"] == "running", what="one running")
     proj.ok("agent", "disable", "qa-1")
+    (proj.root / "go").touch()  # one may finish now: the agent is disabled while it runs
     proj.wait_for(lambda: jobs(svc.run_view(1))["one"]["status"] == "succeeded", what="current job finished")
     proj.wait_for(
         lambda: jobs(svc.run_view(1))["two"]["reason"] == "no enabled agent in qa (qa-1 disabled)",
@@ -244,12 +246,13 @@ def test_agent_cut_off_from_the_store_stops_its_jobs(proj: Proj, agents) -> None
         proj.wait_for(pidfile.exists, what="job started")
         pid = int(pidfile.read_text())
         holder = sqlite3.connect(proj.root / ".sluice" / "state.db", isolation_level=None)
-        holder.execute("BEGIN EXCLUSIVE")  # the store is unreachable for everyone for a while
-        time.sleep(4)
-        holder.execute("ROLLBACK")
-        from conftest import gone
-
-        assert gone(pid)  # the agent stopped its own job: it cannot run on after being given up
+        holder.execute("BEGIN EXCLUSIVE")  # the store is unreachable for everyone...
+        try:
+            # ...until the agent, unable to heartbeat past its 2 s limit, has stopped its own job: it
+            # cannot run on after being given up (and it did so while the store was still away)
+            proj.wait_for(lambda: gone(pid), timeout=30, what="the agent to stop its job while cut off")
+        finally:
+            holder.execute("ROLLBACK")
         proj.wait_for(lambda: svc.run_view(1)["jobs"][0]["status"] == "failed", what="job failed")
         # whichever came first: the engine giving the agent up, or the agent reporting why it stopped
         assert svc.run_view(1)["jobs"][0]["reason"] in ("agent lost", "agent cut off from the store")

@@ -15,6 +15,13 @@ methods:
 """
 
 
+@pytest.fixture
+def proj(defs_proj: Proj) -> Proj:
+    """Definitions are checked before any store is opened: these tests get a project with no
+    database, once, instead of the conftest `proj` that runs every test on both backends."""
+    return defs_proj
+
+
 def problems(proj: Proj) -> list[str]:
     r = proj.sluice("validate")
     assert r.code == 2, r

@@ -126,27 +126,44 @@ def test_engine_sigkill_at_random_moments_never_leaves_running_jobs(proj: Proj) 
         """\
         name: w
         jobs:
-          a: {parallelism: 6, steps: [{run: 'echo "$SLUICE_JOB" >> starts; sleep 0.2'}]}
-          b: {needs: [a], if: always, steps: [{run: 'echo "$SLUICE_JOB" >> starts'}]}
+          a: {parallelism: 6, steps: [{run: 'echo "$SLUICE_RUN_ID $SLUICE_JOB" >> starts; sleep 0.2'}]}
+          b: {needs: [a], if: always, steps: [{run: 'echo "$SLUICE_RUN_ID $SLUICE_JOB" >> starts'}]}
         """,
     )
-    for i in range(3):
-        proj.ok("workflow", "run", "w", "--detach")
-        time.sleep(0.15 * (i + 1))
+    svc = proj.service()
+
+    def started(run_id: int) -> int:
+        return svc.db.scalar(
+            "SELECT COUNT(*) FROM events WHERE kind = 'job.started' AND run_id = ?", (run_id,)
+        )
+
+    # three moments of a run's life: just created, its first jobs started, half its jobs started
+    for run_id, wait_starts in ((1, 0), (2, 1), (3, 3)):
+        assert proj.ok("workflow", "run", "w", "--detach").out.strip() == str(run_id)
+        proj.wait_for(
+            lambda r=run_id, n=wait_starts: started(r) >= n, what=f"{wait_starts} job(s) of run {run_id}"
+        )
         proj.kill_engine(signal.SIGKILL)
         proj.ok("engine", "start")
-    svc = proj.service()
     proj.wait_for(
         lambda: all(r["status"] in ("succeeded", "failed") for r in svc.list_runs()), what="all runs final"
     )
-    for run in svc.list_runs():
+    runs = svc.list_runs()
+    assert sorted(r["id"] for r in runs) == [1, 2, 3]
+    starts = (proj.root / "starts").read_text().splitlines()
+    assert len(starts) == len(set(starts)), starts  # no job's command ran twice
+    for run in runs:
         for j in run["jobs"]:
             assert j["status"] in ("succeeded", "failed", "skipped"), j
             if j["status"] == "failed":
                 assert j["reason"] == "engine restarted"
-    starts = (proj.root / "starts").read_text().splitlines()
-    # every job name of every run started at most once (per run: a[0..5], b)
-    assert len(starts) <= 3 * 7
+            if j["status"] == "succeeded":  # ran, exactly once (every job writes its line first)
+                assert f"{run['id']} {j['name']}" in starts
+    # exactly once by identity: every job that started was started by one engine, one time
+    per_job = svc.db.all(
+        "SELECT job_id, COUNT(*) AS n FROM events WHERE kind = 'job.started' GROUP BY job_id"
+    )
+    assert per_job and {r["n"] for r in per_job} == {1}
 
 
 def test_large_output_streams_in_bounded_memory(proj: Proj) -> None:
@@ -176,24 +193,28 @@ def test_large_output_streams_in_bounded_memory(proj: Proj) -> None:
 
 def test_engine_start_status_stop(proj: Proj) -> None:
     proj.write("workflows/w.yaml", 'name: w\njobs: {j: {steps: [{run: "true"}]}}\n')
-    assert proj.ok("engine", "status", "--json").json == {"running": False}
+    stopped = proj.sluice("engine", "status", "--json")
+    assert (stopped.code, stopped.json) == (3, {"running": False})  # like `systemctl status`
     r = proj.ok("engine", "start")
     assert "engine started in the background" in r.out
     st = proj.ok("engine", "status", "--json").json
     assert st["running"] is True and isinstance(st["pid"], int)
     assert "already running" in proj.ok("engine", "start").out
     assert proj.ok("engine", "stop").out.strip() == "engine stopped"
-    assert proj.ok("engine", "status", "--json").json == {"running": False}
+    stopped = proj.sluice("engine", "status", "--json")
+    assert (stopped.code, stopped.json) == (3, {"running": False})  # like `systemctl status`
     kinds = [e["kind"] for e in proj.ok("history", "--json").json if e["kind"].startswith("engine.")]
     assert kinds[:2] == ["engine.stopped", "engine.started"]
 
 
 def test_engine_stop_waits_for_running_jobs(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", 'name: w\njobs: {j: {steps: [{run: "sleep 1; echo finished"}]}}\n')
+    proj.write("workflows/w.yaml", 'name: w\njobs: {j: {steps: [{run: "sleep 3; echo finished"}]}}\n')
     proj.ok("workflow", "run", "w", "--detach")
-    proj.wait_for(lambda: proj.ok("run", "show", "1", "--json").json["status"] == "running", what="running")
+    svc = proj.service()
+    proj.wait_for(lambda: svc.db.scalar("SELECT status FROM jobs") == "running", what="the job running")
     proj.ok("engine", "stop")
     assert proj.ok("run", "show", "1", "--json").json["status"] == "succeeded"
+    assert "finished" in proj.ok("run", "logs", "1").out
 
 
 def test_engine_foreground(proj: Proj) -> None:
@@ -207,14 +228,20 @@ def test_engine_foreground(proj: Proj) -> None:
 
 
 def test_runs_survive_the_client_going_away(proj: Proj) -> None:
-    proj.write("workflows/w.yaml", 'name: w\njobs: {j: {steps: [{run: "sleep 1; echo done"}]}}\n')
-    p = proj.popen("workflow", "run", "w")
-    proj.wait_for(lambda: (proj.root / ".sluice" / "engine.json").exists(), what="engine")
-    time.sleep(0.3)
-    p.send_signal(signal.SIGHUP)  # the terminal (or SSH session) closes
-    p.wait(timeout=10)
+    # the job runs until the test says go: the client is surely gone while it runs
+    proj.write(
+        "workflows/w.yaml",
+        'name: w\njobs: {j: {steps: [{run: "until [ -e go ]; do sleep 0.05; done; echo done"}]}}\n',
+    )
+    p = proj.popen("workflow", "run", "w")  # follows the run, as a user at a terminal does
     svc = proj.service()
+    proj.wait_for(lambda: svc.db.scalar("SELECT status FROM jobs") == "running", what="the job running")
+    p.send_signal(signal.SIGHUP)  # the terminal (or SSH session) closes
+    assert p.wait(timeout=10) == -signal.SIGHUP  # the client is gone...
+    assert svc.run_view(1)["status"] == "running"  # ...the run is not
+    (proj.root / "go").touch()
     assert svc.wait_run(1)["status"] == "succeeded"
+    assert "done" in proj.ok("run", "logs", "1").out
 
 
 def test_an_engine_that_lost_its_lease_writes_nothing_and_stops(proj: Proj) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from conftest import Proj
+from conftest import Proj, add_ticker, wait_ticks
 
 GATE = """\
 name: build
@@ -17,13 +17,14 @@ jobs:
     concurrency_group: gate
     concurrency: 1
     steps: [{run: 'echo "$SLUICE_RUN_ID gate-start $(date +%s.%N)" >> "$SLUICE_PROJECT/spans"'}]
-  stage-deploy:
+  stage-deploy:  # the test says when: until then run 1 stays inside the gate
     needs: [start-gate]
-    steps: [{run: 'sleep 0.3'}]
-  e2e:
+    steps: [{run: 'until [ -e "$SLUICE_PROJECT/go" ]; do sleep 0.05; done'}]
+  e2e:  # each copy ends only once all three have started: they must run side by side
     needs: [stage-deploy]
     parallelism: 3
-    steps: [{run: 'echo "$SLUICE_RUN_ID e2e-start $(date +%s.%N)" >> "$SLUICE_PROJECT/spans"; sleep 0.6; echo "$SLUICE_RUN_ID e2e-end $(date +%s.%N)" >> "$SLUICE_PROJECT/spans"'}]
+    timeout: 60s
+    steps: [{run: 'echo "$SLUICE_RUN_ID e2e-start $(date +%s.%N)" >> "$SLUICE_PROJECT/spans"; until [ "$(grep -c "^$SLUICE_RUN_ID e2e-start" "$SLUICE_PROJECT/spans")" -ge 3 ]; do sleep 0.05; done; echo "$SLUICE_RUN_ID e2e-end $(date +%s.%N)" >> "$SLUICE_PROJECT/spans"'}]
   end-gate:
     needs: [e2e]
     concurrency_group: gate
@@ -49,20 +50,25 @@ def test_seed_004_concurrency_gate(proj: Proj) -> None:
     for _ in range(3):
         proj.ok("workflow", "run", "build", "--detach")
     svc = proj.service()
-    # while run 1 holds the gate, the later runs' start-gate waits behind it, naming the run
-    reasons = set()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        views = [svc.run_view(i) for i in (1, 2, 3)]
-        for v in views:
-            for j in v["jobs"]:
-                if j["status"] == "waiting" and j["reason"] and j["reason"].startswith("waiting: group"):
-                    reasons.add(j["reason"])
-        if all(v["status"] == "succeeded" for v in views):
-            break
-        time.sleep(0.05)
-    assert all(svc.run_view(i)["status"] == "succeeded" for i in (1, 2, 3))
-    assert "waiting: group gate (behind run #1)" in reasons
+
+    def job(run_id: int, name: str) -> dict:
+        return next(j for j in svc.run_view(run_id)["jobs"] if j["name"] == name)
+
+    # while run 1 holds the gate, run 2's start-gate waits behind it, naming the run...
+    proj.wait_for(
+        lambda: job(2, "start-gate")["reason"] == "waiting: group gate (behind run #1)",
+        what="run 2 behind run 1",
+    )
+    # ...and outside the gate every run goes on: all unit tests finish while run 1 is inside
+    proj.wait_for(
+        lambda: all(job(i, "unit-tests")["status"] == "succeeded" for i in (1, 2, 3)), what="unit tests"
+    )
+    assert job(3, "start-gate")["status"] == "waiting" and job(3, "start-gate")["reason"].startswith(
+        "waiting: group gate"
+    )
+    (proj.root / "go").touch()
+    for i in (1, 2, 3):
+        assert svc.wait_run(i)["status"] == "succeeded"
     s = spans(proj)
     gate = {
         r: (
@@ -115,8 +121,9 @@ def test_seed_000_qa_story_timer_lock_and_sign_off(proj: Proj) -> None:
     proj.ok("workflow", "release", "sign-off", "--comment", "QA done")
     proj.wait_for(lambda: svc.db.scalar("SELECT COUNT(*) FROM runs") >= 2, what="next fire deploys")
     assert svc.run_view(2)["trigger"] == "timer"
-    deploys = (proj.root / "deploys").read_text().splitlines()
-    assert deploys[:2] == ["deploy 1", "deploy 2"]
+    deploys = proj.root / "deploys"
+    proj.wait_for(lambda: len(deploys.read_text().splitlines()) >= 2, what="the second deploy")
+    assert deploys.read_text().splitlines()[:2] == ["deploy 1", "deploy 2"]
     fires = svc.db.all("SELECT fire_at, COUNT(*) AS n FROM timer_fires GROUP BY fire_at")
     assert all(f["n"] == 1 for f in fires)
     shown = proj.ok("workflow", "show", "qa-deploy").out
@@ -133,17 +140,27 @@ def test_timer_fires_once_with_two_engines(proj: Proj, tmp_path: Path) -> None:
     for rel in ("sluice.yaml", "workflows/tick.yaml"):
         other.write(rel, (proj.root / rel).read_text())
     env = {"SLUICE_DATABASE_URL": db_url}
+    svc = proj.service()
+
+    def fires_after(t: float) -> int:
+        return svc.db.scalar("SELECT COUNT(*) FROM timer_fires WHERE fire_at > ?", (t,))
+
+    def schedulers() -> int:
+        return svc.db.scalar("SELECT COUNT(DISTINCT message) FROM events WHERE kind = 'engine.started'")
+
     try:
         proj.ok("engine", "start", env=env)
-        other.ok("engine", "start", env=env)
-        time.sleep(4.5)
+        proj.wait_for(lambda: schedulers() == 1, what="the first engine to take the lease")
+        other.ok("engine", "start", env=env)  # a standby
+        proj.wait_for(lambda: fires_after(0) >= 3, what="three fires by the first engine")
         proj.kill_engine()  # the standby takes over the lease
-        time.sleep(LEASE_TAKEOVER)
+        killed_at = time.time()
+        proj.wait_for(lambda: schedulers() == 2, timeout=LEASE_TAKEOVER + 10, what="the standby to take over")
+        proj.wait_for(lambda: fires_after(killed_at) >= 2, what="two fires by the standby")
     finally:
         other.kill_engine()
-    svc = proj.service()
     fires = svc.db.all("SELECT fire_at, status, run_id FROM timer_fires ORDER BY fire_at")
-    assert len(fires) >= 4
+    assert len(fires) >= 5
     assert len({f["fire_at"] for f in fires}) == len(fires)  # each fire time recorded once
     runs = svc.db.scalar("SELECT COUNT(*) FROM runs WHERE trigger = 'timer'")
     assert runs == sum(1 for f in fires if f["status"] == "started")
@@ -174,9 +191,10 @@ def test_catch_up_latest_runs_the_latest_missed_fire_once(proj: Proj) -> None:
                 "timer_fires",
                 {"workflow": wf, "fire_at": (time.time() // 3600 - 5) * 3600, "status": "started"},
             )
+    add_ticker(proj)
     proj.ok("engine", "start")
     proj.wait_for(lambda: svc.db.scalar("SELECT COUNT(*) FROM runs") == 1, what="the catch-up run")
-    time.sleep(1)
+    wait_ticks(proj, after=time.time())  # later ticks catch nothing more up
     runs = svc.list_runs()
     assert [(r["target"], r["trigger"]) for r in runs] == [("hourly", "timer")]
     events = {e["kind"]: e for e in proj.ok("history", "--json").json}
@@ -284,7 +302,7 @@ def test_pause_refuses_every_source_and_in_flight_runs_wait(proj: Proj) -> None:
         name: w
         timer: "* * * * * *"
         jobs:
-          first: {steps: [{run: 'sleep 1'}]}
+          first: {steps: [{run: 'until [ -e "$SLUICE_PROJECT/go" ]; do sleep 0.05; done'}]}
           second: {needs: [first], steps: [{run: 'echo second >> "$SLUICE_PROJECT/ran"'}]}
         """,
     )
@@ -301,8 +319,17 @@ def test_pause_refuses_every_source_and_in_flight_runs_wait(proj: Proj) -> None:
     # queue
     proj.ok("workflow", "queue", "w")
     assert proj.sluice("queue", "execute", "--all", "--yes").code == 3
-    # schedule
-    proj.ok("workflow", "schedule", "w", "--at", "+1s", "-i") if False else None
+    # schedule (the queued item is purged first: one invocation, one item)
+    proj.ok("queue", "purge", "--workflow", "w")
+    item = proj.ok("workflow", "schedule", "w", "--at", "+1s", "--json").json
+    refusal = proj.wait_for(
+        lambda: svc.db.one(
+            "SELECT message FROM events WHERE kind = 'queue.refused' AND item_id = ?", (item["id"],)
+        ),
+        what="the scheduled item refused",
+    )
+    assert "workflow w is paused by" in refusal["message"] and "change freeze" in refusal["message"]
+    assert svc.db.scalar("SELECT status FROM queue_items WHERE id = ?", (item["id"],)) == "queued"
     # timer: fires are skipped with the reason
     proj.wait_for(
         lambda: svc.db.scalar("SELECT COUNT(*) FROM timer_fires WHERE status = 'skipped'") >= 1,
@@ -314,6 +341,7 @@ def test_pause_refuses_every_source_and_in_flight_runs_wait(proj: Proj) -> None:
     view = svc.wait_run(caller)
     assert view["jobs"][0]["reason"].startswith("w refused the run: workflow w is paused")
     # the in-flight run: its next job waits with reason paused
+    (proj.root / "go").touch()  # its first job ends only now, well after the pause
     proj.wait_for(
         lambda: {j["name"]: j for j in svc.run_view(first_run)["jobs"]}["second"]["reason"] == "paused",
         what="second waits: paused",
@@ -329,16 +357,19 @@ def test_until_success_lock_and_unlock(proj: Proj) -> None:
         """\
         name: w
         lock: until_success
-        inputs: {code: {default: "0"}, nap: {default: "0"}}
-        jobs: {a: {steps: [{run: 'sleep "$INPUT_NAP"; exit "$INPUT_CODE"'}]}}
+        inputs: {code: {default: "0"}, hold: {default: "no"}}
+        jobs: {a: {steps: [{run: 'until [ "$INPUT_HOLD" = no ] || [ -e go ]; do sleep 0.05; done; exit "$INPUT_CODE"'}]}}
         """,
     )
-    proj.ok("workflow", "run", "w", "--detach", "-i", "nap=3")
+    proj.ok("workflow", "run", "w", "--detach", "-i", "hold=yes")  # runs until the test says go
+    svc = proj.service()
+    proj.wait_for(lambda: svc.db.scalar("SELECT status FROM jobs") == "running", what="run 1 running")
     r = proj.sluice("workflow", "run", "w")
     assert r.code == 3 and "locked by run #1" in r.err
     r = proj.sluice("workflow", "unlock", "w")
     assert r.code == 3 and "run #1 of w is still" in r.err
-    proj.service().wait_run(1)
+    (proj.root / "go").touch()
+    assert proj.service().wait_run(1)["status"] == "succeeded"
     proj.ok("workflow", "run", "w")  # run 1 succeeded: the lock is gone
     assert proj.sluice("workflow", "run", "w", "-i", "code=3").code == 1  # run 3 fails...
     r = proj.sluice("workflow", "run", "w")

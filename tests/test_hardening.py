@@ -33,7 +33,9 @@ def test_input_of_8_kb_is_queued_once_on_both_backends(proj: Proj) -> None:
     assert again.code == 3, again.err
     assert f"already queued as item #{item['id']}" in again.err
     assert len(again.err.strip().splitlines()) == 1
-    assert proj.ok("workflow", "queue", "w", "--input", f"blob={blob}y").code == 0  # other inputs: another item
+    assert (
+        proj.ok("workflow", "queue", "w", "--input", f"blob={blob}y").code == 0
+    )  # other inputs: another item
     queued = proj.ok("queue", "list", "--json").json
     assert [(i["inputs"]["blob"][-2:]) for i in queued] == ["xx", "xy"]
 
@@ -131,11 +133,20 @@ def test_demo_runs_from_an_installed_wheel(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
     env["PYTHONPATH"] = os.pathsep.join([str(site), sysconfig.get_paths()["purelib"]])
     where = subprocess.run(
-        [sys.executable, "-c", "import core; print(core.__file__)"], cwd=away, env=env, capture_output=True, text=True
+        [sys.executable, "-c", "import core; print(core.__file__)"],
+        cwd=away,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert where.stdout.startswith(str(site)), where
     r = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "demo", "ops"], cwd=away, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "tui.cli", "demo", "ops"],
+        cwd=away,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     try:
         assert r.returncode == 0, r.stderr
@@ -162,7 +173,7 @@ def test_demo_runs_from_an_installed_wheel(tmp_path: Path) -> None:
         )
 
 
-def test_postgresql_placeholders_leave_casts_strings_and_comments_alone(pg_server) -> None:  # noqa: ANN001
+def test_postgresql_placeholders_leave_casts_strings_and_comments_alone(pg_server) -> None:
     """The rewriter turned `x::int` into `x:%(int)s`."""
     from core.store.db import Database
 
@@ -171,3 +182,27 @@ def test_postgresql_placeholders_leave_casts_strings_and_comments_alone(pg_serve
     assert db.scalar("SELECT '41'::int + ? AS n", (1,)) == 42
     assert db.scalar("SELECT :a::text || ' ?:b %' AS s -- a comment with ? and :c\n", {"a": 7}) == "7 ?:b %"
     assert db.scalar('SELECT 1 AS "odd:name?"') == 1
+
+
+def test_a_full_wake_up_queue_never_blocks_the_poker() -> None:
+    """The kernel queues about 10 datagrams per socket: a blocking send to a listener that is busy
+    (the engine poking itself from dispatch) hung the engine and every agent behind it."""
+    import threading
+    import uuid
+
+    from core.wake import WakeSocket, poke
+
+    url = f"sqlite:////tmp/sluice-wake-test-{uuid.uuid4().hex}.db"
+    listener = WakeSocket(url)  # bound, never read in this test
+    try:
+        results: list[bool] = []
+        poker = threading.Thread(target=lambda: results.extend(poke(url) for _ in range(500)), daemon=True)
+        poker.start()
+        poker.join(timeout=30)
+        assert not poker.is_alive(), "poke blocked on a full queue"
+        assert results == [True] * 500  # a listener is there: each poke says so, delivered or already due
+        listener.drain()  # and the listener still wakes
+        assert poke(url) is True
+    finally:
+        listener.close()
+    assert poke(url) is False  # nobody listens any more

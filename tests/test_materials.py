@@ -131,7 +131,7 @@ def test_workflow_material_deploys_the_last_good_build_and_triggers(proj: Proj) 
     assert deploy["trigger"] == "upstream" and deploy["status"] == "succeeded"
     assert deploy["materials"][0]["revision"] == "1"
     assert "deploying build 1" in proj.ok("run", "logs", "2").out
-    proj.sluice("workflow", "run", "build", "-i", "ok=no")  # a failed build triggers nothing
+    assert proj.sluice("workflow", "run", "build", "-i", "ok=no").code == 1  # a failed build triggers nothing
     audit = proj.ok("workflow", "run", "audit", "--json").json
     assert audit["materials"][0]["revision"] == "1"  # the last good build, not the failed run 3
     assert svc.db.scalar("SELECT COUNT(*) FROM runs WHERE target = 'deploy'") == 1

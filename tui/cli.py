@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import secrets
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -34,47 +36,121 @@ class UsageError(Exception):
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        # note() says "sluice: " once; the subcommand follows it ("sluice: run show: …")
+        where = self.prog.removeprefix("sluice").strip()
+        raise UsageError(f"{where}: {message}" if where else message)
+
+
+# ---------------------------------------------------------------- numbers from users
+# Every number a user gives is bounded before it reaches SQL, range() or a sleep (SPEC 10).
+
+MAX_ID = 2**63 - 1  # ids are 64-bit integers in both stores
+MAX_LIMIT = 100_000
+MAX_CAPACITY = 10_000
+
+
+def _bounded(text: str, low: int, high: int, what: str = "a whole number") -> int:
+    s = text.strip().removeprefix("#")
+    if not re.fullmatch(r"[+-]?\d{1,40}", s):
+        raise argparse.ArgumentTypeError(f"'{text}' is not {what}")
+    n = int(s)
+    if not low <= n <= high:
+        raise argparse.ArgumentTypeError(f"{text} is out of range ({low} to {high:,})")
+    return n
+
+
+def id_arg(text: str) -> int:
+    return _bounded(text, 1, MAX_ID, "an id")
+
+
+def limit_arg(text: str) -> int:
+    return _bounded(text, 1, MAX_LIMIT)
+
+
+def capacity_arg(text: str) -> int:
+    return _bounded(text, 1, MAX_CAPACITY)
+
+
+# ---------------------------------------------------------------- text from users
+# Notes, inputs, reasons, names and log lines shown in tables came from users or jobs: their
+# control characters are shown escaped (`\x1b`), never sent live, so a note cannot hide or
+# rewrite lines on a reviewer's screen (SPEC 10). `--json` carries the raw text.
+
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f"  # C0 (but tab) and C1 controls: ESC, CR, BS, CSI, …
+    "\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"  # bidi overrides, separators
+    "\ud800-\udfff]"  # lone surrogates (bytes that were not UTF-8)
+)
+_UNSAFE_CELL = re.compile(_UNSAFE.pattern[:-1] + "\t]")  # in a table a tab breaks the columns too
+
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_one(m: re.Match[str]) -> str:
+    ch = m.group(0)
+    if ch in _NAMED:
+        return _NAMED[ch]
+    c = ord(ch)
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def printable(text: str, *, cell: bool = False) -> str:
+    """Text with its control characters escaped, safe to send to a terminal."""
+    return (_UNSAFE_CELL if cell else _UNSAFE).sub(_escape_one, text)
 
 
 # ---------------------------------------------------------------- output helpers
 
 
 class Out:
+    """Everything the CLI prints goes through here: lines and tables are escaped as a whole.
+
+    Our own colours travel as markers with a per-process nonce (no stored text can forge
+    one) and become escape sequences only after the user's text has been escaped.
+    """
+
     def __init__(self, as_json: bool):
         self.json = as_json
         self.tty = sys.stdout.isatty()
         self.colour = self.tty and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+        self._mark = "\ue000" + secrets.token_hex(8)
+        self._marks = re.compile(re.escape(self._mark) + r"(\d+)\ue001")
 
     def status(self, s: str) -> str:
         text = f"{GLYPHS.get(s, '?')} {s}"
         if self.colour and s in COLOURS:
-            return f"\x1b[{COLOURS[s]}m{text}\x1b[0m"
+            return f"{self._mark}{COLOURS[s]}\ue001{text}{self._mark}0\ue001"
         return text
+
+    def _paint(self, text: str) -> str:
+        return self._marks.sub(lambda m: f"\x1b[{m.group(1)}m", text)
+
+    def _width(self, s: str) -> int:
+        return len(self._marks.sub("", s))
 
     def emit(self, doc: Any) -> None:
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
 
     def line(self, text: str = "") -> None:
-        sys.stdout.write(text + "\n")
+        sys.stdout.write(self._paint(printable(text)) + "\n")
         sys.stdout.flush()
 
     def table(self, headers: list[str], rows: list[list[Any]]) -> None:
-        cells = [[("" if c is None else str(c)) for c in r] for r in rows]
-        widths = [max([len(h)] + [_width(r[i]) for r in cells]) for i, h in enumerate(headers)]
-        self.line("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+        cells = [[printable("" if c is None else str(c), cell=True) for c in r] for r in rows]
+        widths = [max([len(h)] + [self._width(r[i]) for r in cells]) for i, h in enumerate(headers)]
+        lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
         for r in cells:
-            self.line("  ".join(c + " " * (w - _width(c)) for c, w in zip(r, widths, strict=True)).rstrip())
-
-
-def _width(s: str) -> int:
-    import re
-
-    return len(re.sub(r"\x1b\[[0-9;]*m", "", s))
+            lines.append(
+                "  ".join(c + " " * (w - self._width(c)) for c, w in zip(r, widths, strict=True)).rstrip()
+            )
+        sys.stdout.write(self._paint("\n".join(lines)) + "\n")
+        sys.stdout.flush()
 
 
 def note(message: str) -> None:
-    sys.stderr.write(f"sluice: {message}\n")
+    """One line on stderr: `sluice: what, where; hint` (escaped: it may quote a user's text)."""
+    sys.stderr.write(f"sluice: {printable(message.removeprefix('sluice: '))}\n")
     sys.stderr.flush()
 
 
@@ -122,8 +198,8 @@ def build_parser() -> Parser:
     c.add_argument("dir", nargs="?", default=".")
     cmd(sub, "validate", "check every definition; exit 2 on problems")
     c = cmd(sub, "history", "the audit trail: every state change, newest first")
-    c.add_argument("--limit", type=int, default=50)
-    c.add_argument("--run", type=int, help="only events of this run")
+    c.add_argument("--limit", type=limit_arg, default=50, help=f"at most N events (1 to {MAX_LIMIT:,})")
+    c.add_argument("--run", type=id_arg, help="only events of this run")
 
     eng = sub.add_parser("engine", help="control the background engine").add_subparsers(
         dest="sub", metavar="ACTION", parser_class=Parser, required=True
@@ -164,7 +240,7 @@ def build_parser() -> Parser:
     for verb, text in (("release", "let a held job run"), ("reject", "refuse a held job: it fails the run")):
         c = cmd(wf, verb, text)
         c.add_argument("job")
-        c.add_argument("--run", type=int, help="the run (needed when several runs hold JOB)")
+        c.add_argument("--run", type=id_arg, help="the run (needed when several runs hold JOB)")
         c.add_argument("--workflow", "-w", help="only runs of this workflow")
         if verb == "release":
             c.add_argument("--comment", "-m", help="recorded with the release")
@@ -210,7 +286,7 @@ def build_parser() -> Parser:
         ("purge", "remove the selected items without running anything"),
     ):
         c = cmd(qu, verb, text)
-        c.add_argument("ids", nargs="*", type=int, metavar="ITEM_ID")
+        c.add_argument("ids", nargs="*", type=id_arg, metavar="ITEM_ID")
         c.add_argument("--all", action="store_true", help="every queued item")
         c.add_argument("--workflows", action="store_true", help="every queued workflow")
         c.add_argument("--methods", action="store_true", help="every queued method")
@@ -221,7 +297,9 @@ def build_parser() -> Parser:
         if verb == "execute":
             c.add_argument("--wait", action="store_true", help="follow the started runs until they finish")
         if verb == "list":
-            c.add_argument("--limit", type=int, default=None)
+            c.add_argument(
+                "--limit", type=limit_arg, default=None, help=f"at most N items (1 to {MAX_LIMIT:,})"
+            )
 
     ag = sub.add_parser("agent", help="agents: workers that run jobs").add_subparsers(
         dest="sub", metavar="ACTION", parser_class=Parser, required=True
@@ -231,7 +309,7 @@ def build_parser() -> Parser:
     c.add_argument("--name", required=True)
     c.add_argument("--env", action="append", default=[], metavar="ENV", help="an environment (repeatable)")
     c.add_argument("--resource", action="append", default=[], metavar="R", help="a resource (repeatable)")
-    c.add_argument("--capacity", type=int, default=None, help="jobs at once (default: CPU count)")
+    c.add_argument("--capacity", type=capacity_arg, default=None, help="jobs at once (default: CPU count)")
     cmd(ag, "enable", "let an agent take jobs again").add_argument("name")
     cmd(ag, "disable", "an agent finishes its current jobs and takes no more").add_argument("name")
 
@@ -252,14 +330,14 @@ def build_parser() -> Parser:
         "--status", "-s", choices=["pending", "running", "on_hold", "succeeded", "failed", "cancelled"]
     )
     c.add_argument("--order", choices=["schedule", "natural"], default="schedule")
-    c.add_argument("--limit", "-n", type=int, default=20)
-    cmd(ru, "show", "one run with its jobs").add_argument("run", type=int)
+    c.add_argument("--limit", "-n", type=limit_arg, default=20, help=f"at most N runs (1 to {MAX_LIMIT:,})")
+    cmd(ru, "show", "one run with its jobs").add_argument("run", type=id_arg)
     c = cmd(ru, "logs", "a run's output", json_flag=True)
-    c.add_argument("run", type=int)
+    c.add_argument("run", type=id_arg)
     c.add_argument("--job", "-j")
     c.add_argument("--follow", "-f", action="store_true", help="keep printing until the run finishes")
     c = cmd(ru, "cancel", "cancel a run: SIGTERM to its jobs' processes, SIGKILL after 10s")
-    c.add_argument("run", type=int)
+    c.add_argument("run", type=id_arg)
     c.add_argument("--wait", action="store_true", help="wait until the run has stopped")
     return p
 
@@ -332,15 +410,17 @@ def do_engine(args: argparse.Namespace, out: Out) -> int:
         elif info:
             out.line(f"engine running: pid {info.get('pid')} on {info.get('host')}")
         else:
-            out.line("engine not running")
-        return 0
+            out.line("engine not running ('sluice engine start' starts it)")
+        return 0 if info else 3  # as `systemctl status` does (SPEC 10)
     if args.sub == "stop":
-        stopped = control.stop(root, now=args.now)
+        result = control.stop(root, now=args.now)
         if out.json:
-            out.emit({"stopped": stopped})
+            out.emit(result.as_json())
+        elif result.gone:
+            out.line(result.message)
         else:
-            out.line("engine stopped" if stopped else "engine was not running")
-        return 0
+            note(result.message)
+        return 0 if result.gone else 1
     if args.foreground:
         from core.engine.main import main as engine_main
 
@@ -465,7 +545,7 @@ def stage(args: argparse.Namespace, out: Out, svc: Any, kind: str, target: str) 
     from core.definitions import parse_pairs
 
     inputs = parse_pairs(args.input)
-    at = queueing.parse_at(args.at, svc.project.timezone) if getattr(args, "at", None) else None
+    at = queueing.parse_at(args.at, svc.project.timezone) if getattr(args, "at", None) is not None else None
     item = queueing.add(svc, kind, target, inputs, note=args.note, at=at, pins=_pins(args) or None)
     if at is not None:
         ensure_engine(svc)
@@ -515,31 +595,32 @@ def do_queue(args: argparse.Namespace, out: Out) -> int:
         method=args.method,
         ids=list(args.ids),
     )
+    sel.check(svc)  # a workflow or method the project does not define: exit 4, did-you-mean
     if args.sub == "list":
         items = queueing.select(svc, sel if sel.given() else None, limit=args.limit)
         if out.json:
             out.emit(items)
             return 0
         if not items:
-            out.line("the queue is empty" if not sel.given() else "no queued item matches")
+            out.line("the queue is empty" if not sel.given() else f"nothing queued for {sel.describe()}")
             return 0
         render_items(out, items)
         return 0
     if not sel.given():
         raise UsageError(
-            f"sluice queue {args.sub}: choose items: --all, --workflows, --methods, "
+            f"queue {args.sub}: choose items: --all, --workflows, --methods, "
             "--workflow NAME, --method NAME, or ITEM_ID..."
         )
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if not args.yes and not interactive and sel.bulk:
-        raise UsageError(f"sluice queue {args.sub} {sel.describe()}: --yes is required without a terminal")
+        raise UsageError(f"queue {args.sub} {sel.describe()}: --yes is required without a terminal")
     queueing.check_ids(svc, sel)
     items = queueing.select(svc, sel)
     if not items:
         if out.json:
             out.emit([])
         else:
-            out.line(f"nothing queued matches {sel.describe()}")
+            out.line(f"nothing queued for {sel.describe()}")
         return 0
     if not args.yes:
         if interactive:
@@ -695,13 +776,30 @@ def follow(
             reason = f": {j['reason']}" if j["reason"] else ""
             out.line(f"{out.status(j['status'])} {j['name']}{reason}")
             if j["status"] == "held":
-                out.line(f"  release: sluice workflow release {j['name']} --run {run_id}")
+                out.line(f"  release: {release_command(svc, run_id, j)}")
                 out.line(f"  reject:  sluice workflow reject {j['name']} --run {run_id} --reason '…'")
         elif kind == "run":
             view = value
             if not out.json and not logs_only:
                 out.line(f"run #{run_id} {out.status(view['status'])}")
     return view
+
+
+LOG_BATCH = 50  # log chunks read at a time by `run logs`: at most ~3 MiB in memory
+
+
+def release_command(svc: Any, run_id: int, job: dict[str, Any]) -> str:
+    """A command to copy and paste: each required field the hold asks for, with a placeholder."""
+    from core.store.db import loads
+
+    plan = loads(svc.run_row(run_id)["plan"], {})
+    hold = (plan.get("jobs", {}).get(job.get("base") or job["name"]) or {}).get("hold") or {}
+    fields = [
+        f" --field {name}='…'"
+        for name, spec in (hold.get("fields") or {}).items()
+        if spec.get("required") and spec.get("default") is None
+    ]
+    return f"sluice workflow release {job['name']} --run {run_id}{''.join(fields)}"
 
 
 def do_run(args: argparse.Namespace, out: Out) -> int:
@@ -776,19 +874,25 @@ def do_run(args: argparse.Namespace, out: Out) -> int:
             except KeyboardInterrupt:
                 return 130
             return 0
-        chunks = []
-        after = 0
-        while True:
-            batch = svc.log_chunks(args.run, job=args.job, after=after)
-            chunks.extend(batch)
-            if len(batch) < 500:
-                break
-            after = batch[-1]["id"]
+        # Streamed a batch at a time (chunks are at most 64 KiB): memory stays bounded whatever
+        # the log's size, and --json writes its array element by element.
+        first = True
+        batch = svc.log_chunks(args.run, job=args.job, limit=LOG_BATCH)  # not found: before any output
         if out.json:
-            out.emit([{"job": c["job"], "stream": c["stream"], "text": c["data"]} for c in chunks])
-            return 0
-        for c in chunks:
-            sys.stdout.write(c["data"])
+            sys.stdout.write("[")
+        while True:
+            for c in batch:
+                if out.json:
+                    doc = {"job": c["job"], "stream": c["stream"], "text": c["data"]}
+                    sys.stdout.write(("\n  " if first else ",\n  ") + json.dumps(doc))
+                    first = False
+                else:  # the job's own output stream, raw like `kubectl logs` (tables escape theirs)
+                    sys.stdout.write(c["data"])
+            if len(batch) < LOG_BATCH:
+                break
+            batch = svc.log_chunks(args.run, job=args.job, after=batch[-1]["id"], limit=LOG_BATCH)
+        if out.json:
+            sys.stdout.write("]\n" if first else "\n]\n")
         sys.stdout.flush()
         return 0
     # cancel
@@ -924,7 +1028,7 @@ def do_history(args: argparse.Namespace, out: Out) -> int:
 
 def do_tui(args: argparse.Namespace, out: Out) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise UsageError("sluice tui: the dashboard needs a terminal")
+        raise UsageError("tui: the dashboard needs a terminal")
     from .app import run_dashboard
 
     return run_dashboard(
@@ -975,8 +1079,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageError as e:
-        note(str(e).removeprefix("sluice: "))
+        note(str(e))
         return 2
+    for arg in argv:
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as lone surrogates
+            note(f"argument '{arg}' is not UTF-8 text; nothing was changed")
+            return 2
     if args.project:
         os.environ["SLUICE_PROJECT"] = str(Path(args.project).resolve())
     if not args.cmd:
@@ -992,13 +1102,13 @@ def main(argv: list[str] | None = None) -> int:
 def run_handler(handler: Any, args: argparse.Namespace, out: Out) -> int:
     from core.definitions import DefinitionError, InputError, ProjectNotFound
     from core.errors import SluiceError
-    from core.store.db import StoreError
+    from core.store.db import StoreError, StoreUnavailable
 
     try:
         return handler(args, out)
     except DefinitionError as e:
         for p in e.problems:
-            sys.stderr.write(f"{p}\n")
+            sys.stderr.write(f"{printable(str(p))}\n")
         note(f"{len(e.problems)} problem(s) in the definitions; nothing was changed")
         if out.json:
             out.emit(
@@ -1020,17 +1130,26 @@ def run_handler(handler: Any, args: argparse.Namespace, out: Out) -> int:
     except InputError as e:  # a malformed --input/--field/--pin: invalid usage
         note(str(e))
         return 2
+    except StoreUnavailable as e:  # busy past the timeout, disk full, unreachable: try again later
+        note(f"{e}; nothing was changed, try again")
+        return 75
     except StoreError as e:
         note(str(e))
         return 2
     except UsageError as e:
-        note(str(e).removeprefix("sluice: "))
+        note(str(e))
         return 2
     except RuntimeError as e:
         note(str(e))
         return 1
     except BrokenPipeError:
         return 0
+    except OSError as e:  # e.g. a database path under a file: one line, never a traceback
+        import errno
+
+        where = f" ({e.filename})" if e.filename else ""
+        note(f"{e.strerror or e}{where}")
+        return 75 if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EAGAIN) else 2
 
 
 if __name__ == "__main__":

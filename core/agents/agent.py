@@ -9,7 +9,6 @@ present, enabled, alive. A claim is one conditional UPDATE, so a job is claimed 
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +19,6 @@ from .. import identity
 from ..errors import Refused
 from ..service import record_event
 from ..store.db import Database, StoreError, dumps, loads, now
-from .procs import signal_group
 from .runner import JobRunner, WorkerPool
 
 # One statement, one winner. On PostgreSQL the row is locked with SKIP LOCKED, so concurrent
@@ -89,6 +87,7 @@ class Agent:
         resources: list[str] | None = None,
         capacity: int | None = None,
         on_done: Callable[[int], None] | None = None,
+        self_fence: bool = True,
     ):
         self.db = db
         self.root = root
@@ -103,6 +102,10 @@ class Agent:
         self.plans: dict[int, dict[str, Any]] = {}
         self.draining = False
         self.last_beat_ok = time.monotonic()
+        # cut off from the store past the agent timeout, kill our jobs: an engine elsewhere may retry them.
+        # The engine's own agents on SQLite need not: every engine of that store runs on this host and
+        # kills a lost agent's processes itself, and a slow store must not make the engine give up its runs.
+        self.self_fence = self_fence
 
     @property
     def row(self) -> dict[str, Any]:
@@ -166,15 +169,20 @@ class Agent:
                 self.register(takeover=True)
             return True
         except StoreError:
-            if time.monotonic() - self.last_beat_ok > agent_timeout():
-                self.kill_all("agent cut off from the store")
+            self.check_cut_off()
             return False
+
+    def check_cut_off(self) -> bool:
+        """No heartbeat stored for longer than the agent timeout: stop our jobs (they may be retried elsewhere)."""
+        if self.self_fence and self.runners and time.monotonic() - self.last_beat_ok > agent_timeout():
+            self.kill_all("agent cut off from the store")
+            return True
+        return False
 
     def kill_all(self, why: str) -> None:
         for runner in list(self.runners.values()):
             runner.cancel(why, status="failed")
-            if runner.proc is not None:
-                signal_group(runner.proc.pid, signal.SIGKILL)
+            runner.kill_now()
 
     # ------------------------------------------------------------ claiming
 
@@ -196,7 +204,7 @@ class Agent:
             "WHERE j.status = 'waiting' AND j.gate IS NULL AND r.cancel_requested = 0 AND COALESCE(ws.paused, 0) = 0 "
             "ORDER BY j.run_id, j.position, j.id LIMIT 500"
         )
-        picked = []
+        picked: list[dict[str, Any]] = []
         for c in candidates:
             if len(picked) >= free:
                 break
@@ -254,11 +262,13 @@ class Agent:
         return p
 
     def _done(self, runner: JobRunner) -> None:
+        # the run is marked to look at before the runner leaves: an engine that stops once it has no
+        # runners left still settles the run this job finished
+        self.on_done(runner.run_row["id"])
         with self.lock:
             self.runners.pop(runner.job["id"], None)
             if not any(r.run_row["id"] == runner.run_row["id"] for r in self.runners.values()):
                 self.plans.pop(runner.run_row["id"], None)
-        self.on_done(runner.run_row["id"])
 
     def check_cancels(self) -> None:
         """Stop our jobs whose run was cancelled, or that the scheduler gave up (agent lost)."""
@@ -298,7 +308,20 @@ def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> i
         listener = PgListener(db.conninfo)
         sel.register(listener, selectors.EVENT_READ, listener)
     inner = threading.Event()
-    agent.on_done = lambda run_id: (inner.set(), _poke_engine(db))
+
+    def on_done(run_id: int) -> None:
+        inner.set()
+        _poke_engine(db)
+
+    agent.on_done = on_done
+    done = threading.Event()
+
+    def watchdog() -> None:
+        # apart from the loop, which may be stuck in a store call for as long as the store is away
+        while not done.wait(0.1):
+            agent.check_cut_off()
+
+    threading.Thread(target=watchdog, name="cut-off-watchdog", daemon=True).start()
     while not stop.is_set():
         t = time.monotonic()
         if t >= next_beat:
@@ -317,8 +340,15 @@ def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> i
         inner.clear()
     agent.draining = True
     while agent.runners:
-        agent.check_cancels()
+        if time.monotonic() >= next_beat:
+            agent.heartbeat()
+            next_beat = time.monotonic() + beat_every
+        try:
+            agent.check_cancels()
+        except StoreError:
+            pass
         time.sleep(0.1)
+    done.set()
     wake.close()
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import time
@@ -51,9 +52,15 @@ def terminate_group(pgid: int, grace: float) -> None:
     signal_group(pgid, signal.SIGKILL)
 
 
-def processes_of_jobs(job_ids: set[int], agents: set[str]) -> list[int]:
-    """Process groups on this host that run one of these jobs, found by the SLUICE_JOB_ID and
-    SLUICE_AGENT every step carries in its environment (even if its pid never reached the store)."""
+def store_id(url: str) -> str:
+    """A short name for a database, carried by every step (job ids are only unique within one store)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def processes_of_jobs(job_ids: set[int], agents: set[str], store: str) -> list[int]:
+    """Process groups on this host that run one of these jobs, found by the SLUICE_JOB_ID,
+    SLUICE_AGENT and SLUICE_STORE_ID every step carries in its environment (even if its pid never
+    reached the store). Another project's job 1 on an agent also named `local` is not ours."""
     found: set[int] = set()
     try:
         pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
@@ -69,9 +76,40 @@ def processes_of_jobs(job_ids: set[int], agents: set[str]) -> list[int]:
         agent = env.get(b"SLUICE_AGENT")
         if job is None or agent is None or agent.decode(errors="replace") not in agents:
             continue
+        if env.get(b"SLUICE_STORE_ID", b"").decode(errors="replace") != store:
+            continue
         try:
             if int(job) in job_ids:
                 found.add(os.getpgid(pid))
         except (ValueError, ProcessLookupError):
             continue
     return sorted(found)
+
+
+def process_gone(pid: int) -> bool:
+    """Dead or a zombie (an orphan's zombie may never be reaped in a container)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in (b"Z", b"X")
+
+
+def kill_jobs(
+    job_ids: set[int], agents: set[str], store: str, recorded: list[tuple[int, str | None]], wait: float
+) -> bool:
+    """SIGKILL every process group on this host that runs one of these jobs (found by their
+    environment, and by the pids recorded in the store), then wait until they are really gone.
+    True when none is left within `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        groups = set(processes_of_jobs(job_ids, agents, store))
+        groups.update(pid for pid, start in recorded if same_process(pid, start) and not process_gone(pid))
+        for pgid in groups:
+            signal_group(pgid, signal.SIGKILL)
+        if not groups:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)

@@ -24,13 +24,14 @@ from ..definitions.inputs import InputError, env_value, validate_inputs
 from ..definitions.objects import env_name
 from ..plan import secret_names, spec_from
 from ..service import mask_text, record_event
-from ..store.db import Database, StoreError, Tx, dumps, loads, now
-from .procs import proc_start, signal_group
+from ..store.db import Database, StoreError, StoreUnavailable, Tx, dumps, loads, now
+from .procs import proc_start, signal_group, store_id
 
 CHUNK_BYTES = 64 * 1024
 FLUSH_SECONDS = 0.25
 PID_RECORD_AFTER = 0.0
-PENDING_LIMIT = 8 * 1024 * 1024  # output kept in memory while the store cannot be written
+# output kept in memory while the store cannot be written
+PENDING_LIMIT = int(os.environ.get("SLUICE_LOG_BUFFER", str(8 * 1024 * 1024)))
 OUTPUT_LIMIT = 64 * 1024
 _OUTPUT_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)=(.*)$")
 
@@ -44,6 +45,13 @@ class LogWriter:
 
     Chunks wait in memory until FLUSH_SECONDS pass or CHUNK_BYTES accumulate, so a short
     job's whole log is written in the same transaction that records its result.
+
+    Nothing leaves the buffer before its COMMIT succeeded: while the store is unavailable the
+    output waits in memory (up to PENDING_LIMIT), and what had to be dropped, or what the
+    store refused for good, is announced in the log by a `sluice` line saying how much.
+    Secrets are masked before the text is cut into chunks, and the tail that could be the
+    start of a secret is held back until more output comes (or the step ends), so a secret
+    written in two pieces is still masked.
     """
 
     def __init__(self, db: Database, job_id: int, run_id: int, secrets: list[str], seq: int = 0):
@@ -54,10 +62,15 @@ class LogWriter:
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.buf: list[str] = []
         self.size = 0
+        self.held = ""  # the tail that may be the start of a secret
         self.pending: list[tuple[str, str]] = []  # (stream, text) ready to write
-        self.dropped = 0
+        self.lost = 0  # bytes dropped (buffer full while the store was away)
+        self.lost_why = ""
         self.last_flush = time.monotonic()
-        self.seq = seq
+        self.seq = seq  # the last seq committed
+        self._staged = 0  # pending entries written in the open transaction (not yet committed)
+        self._staged_lost = 0  # the lost bytes announced in that transaction
+        self.trouble: str | None = None  # why the last write failed (said once in the engine log)
 
     def feed(self, data: bytes) -> None:
         text = self.decoder.decode(data)
@@ -69,23 +82,33 @@ class LogWriter:
 
     def note(self, text: str) -> None:
         """A line from sluice itself (step headers, kill notices)."""
-        self._seal()
+        self._seal(release=True)  # a note splits the stream: nothing held back can continue past it
         self.pending.append(("sluice", text if text.endswith("\n") else text + "\n"))
 
-    def _seal(self, final: bool = False) -> None:
+    def _seal(self, final: bool = False, *, release: bool = False) -> None:
         if final:
             tail = self.decoder.decode(b"", final=True)
             if tail:
                 self.buf.append(tail)
-        if self.buf:
-            text, self.buf, self.size = "".join(self.buf), [], 0
-            for i in range(0, len(text), CHUNK_BYTES):
-                self.pending.append(("out", text[i : i + CHUNK_BYTES]))
+        if not self.buf and not (self.held and (final or release)):
+            return
+        text = self.held + "".join(self.buf)
+        self.buf, self.size, self.held = [], 0, ""
+        # PostgreSQL text cannot hold NUL: the same replacement on both backends as for undecodable bytes
+        text = mask_text(text.replace("\x00", "\ufffd"), self.secrets)
+        if not (final or release):
+            keep = _secret_prefix_len(text, self.secrets)
+            if keep:
+                text, self.held = text[:-keep], text[-keep:]
+        for i in range(0, len(text), CHUNK_BYTES):
+            self.pending.append(("out", text[i : i + CHUNK_BYTES]))
 
     def flush(self, final: bool = False, tx: Tx | None = None) -> None:
+        """Write what is pending. With tx, the rows join that transaction: call committed() after it."""
         self._seal(final)
         self.last_flush = time.monotonic()
-        if not self.pending:
+        self._staged = self._staged_lost = 0
+        if not self.pending and not self.lost:
             return
         if tx is not None:
             self._write(tx)
@@ -93,33 +116,137 @@ class LogWriter:
         try:
             with self.db.write() as own:
                 self._write(own)
-        except StoreError:
-            # the store is away for a moment: keep the output (bounded) and try again at the next flush
-            while sum(len(t) for _, t in self.pending) > PENDING_LIMIT:
-                self.pending.pop(0)
-                self.dropped += 1
+            self.committed()
+        except StoreUnavailable as e:
+            self._keep(str(e))
+        except StoreError as e:
+            self._refused(e)
+
+    def committed(self) -> None:
+        """The transaction holding the staged rows committed: only now do they leave the buffer."""
+        self.seq += self._staged + (1 if self._staged_lost else 0)
+        del self.pending[: self._staged]
+        self.lost -= self._staged_lost
+        self._staged = self._staged_lost = 0
+        if self.trouble is not None:
+            sys.stderr.write(f"sluice: the log of job {self.job_id} is stored again\n")
+            self.trouble = None
+
+    def _keep(self, why: str) -> None:
+        """The store is away for a moment: keep the output (bounded) and try again at the next flush."""
+        self._staged = self._staged_lost = 0
+        if self.trouble is None:
+            sys.stderr.write(
+                f"sluice: cannot store the log of job {self.job_id} for now (kept in memory): {why}\n"
+            )
+        self.trouble = why
+        size = sum(len(t) for _, t in self.pending)
+        while size > PENDING_LIMIT and self.pending:
+            _, text = self.pending.pop(0)
+            size -= len(text)
+            self.lost += len(text.encode())
+            self.lost_why = f"the store could not be written for a while ({why})"
+
+    def _refused(self, error: StoreError) -> None:
+        """The store refused the batch for good (not a passing outage): write chunk by chunk and put
+        a line saying so in place of each refused one, so that one bad chunk never blocks the job."""
+        self._staged = self._staged_lost = 0
+        if self.lost:
+            try:
+                self._write_one("sluice", self._lost_line(self.lost, self.lost_why))
+            except StoreUnavailable as e:
+                self._keep(str(e))
+                return
+            except StoreError as e:
+                sys.stderr.write(
+                    f"sluice: {_size(self.lost)} of the log of job {self.job_id} lost ({self.lost_why}); "
+                    f"the store refused to say so in the log: {_first_line(e)}\n"
+                )
+            self.lost = 0
+        batch, self.pending = self.pending, []
+        for i, (stream, text) in enumerate(batch):
+            try:
+                self._write_one(stream, text)
+                continue
+            except StoreUnavailable as e:
+                self.pending = batch[i:]
+                self._keep(str(e))
+                return
+            except StoreError as e:
+                why = _first_line(e)
+            if stream == "sluice":  # our own line (it may quote the job's text): the engine log says it
+                sys.stderr.write(f"sluice: the store refused a line of the log of job {self.job_id}: {why}\n")
+                continue
+            lines = [f"refused by the store ({why})", "refused by the store"]
+            for n, line in enumerate(self._lost_line(len(text.encode()), w) for w in lines):
+                try:
+                    self._write_one("sluice", line)
+                    break
+                except StoreUnavailable as e:
+                    self.pending = [("sluice", line), *batch[i + 1 :]]
+                    self._keep(str(e))
+                    return
+                except StoreError:
+                    if n == len(lines) - 1:
+                        sys.stderr.write(
+                            f"sluice: {_size(len(text.encode()))} of the log of job {self.job_id} refused by the store: {why}\n"
+                        )
+
+    def _write_one(self, stream: str, text: str) -> None:
+        with self.db.write() as tx:
+            self._insert(tx, stream, text, 1)
+        self.seq += 1
 
     def _write(self, tx: Tx) -> None:
-        t = now()
-        if self.dropped:
-            self.pending.insert(
-                0, ("sluice", f"--- {self.dropped} chunk(s) of output lost while the store was away\n")
-            )
-            self.dropped = 0
-        for stream, text in self.pending:
-            self.seq += 1
-            tx.insert(
-                "log_chunks",
-                {
-                    "job_id": self.job_id,
-                    "run_id": self.run_id,
-                    "seq": self.seq,
-                    "stream": stream,
-                    "data": mask_text(text, self.secrets),
-                    "at": t,
-                },
-            )
-        self.pending = []
+        first = 1
+        if self.lost:  # what had to be dropped is said where it was, before what was kept
+            self._insert(tx, "sluice", self._lost_line(self.lost, self.lost_why), 1)
+            first = 2
+        for n, (stream, text) in enumerate(self.pending, first):
+            self._insert(tx, stream, text, n)
+        self._staged = len(self.pending)
+        self._staged_lost = self.lost
+
+    def _insert(self, tx: Tx, stream: str, text: str, n: int) -> None:
+        tx.insert(
+            "log_chunks",
+            {
+                "job_id": self.job_id,
+                "run_id": self.run_id,
+                "seq": self.seq + n,
+                "stream": stream,
+                "data": mask_text(text, self.secrets),
+                "at": now(),
+            },
+        )
+
+    @staticmethod
+    def _lost_line(size: int, why: str) -> str:
+        return f"--- {_size(size)} of output lost: {why or 'the store could not be written'}\n"
+
+
+def _secret_prefix_len(text: str, secrets: list[str]) -> int:
+    """The length of the longest tail of text that is the start (not the whole) of a secret."""
+    best = 0
+    for s in secrets:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best
+
+
+def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KiB"
+    return f"{size / 1024 / 1024:.1f} MiB"
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 class WorkerPool:
@@ -175,6 +302,7 @@ class JobRunner:
         self._cancel_status = "cancelled"
         self._cancel_event = threading.Event()
         self.proc: subprocess.Popen[bytes] | None = None
+        self._kill_now = False
 
     # ------------------------------------------------------------ control
 
@@ -184,6 +312,12 @@ class JobRunner:
             self._cancel = reason
             self._cancel_status = status
             self._cancel_event.set()
+
+    def kill_now(self) -> None:
+        """SIGKILL the job's processes at once, no grace (they must not run on beside a retry)."""
+        self._kill_now = True
+        if self.proc is not None:
+            signal_group(self.proc.pid, signal.SIGKILL)
 
     # ------------------------------------------------------------ thread body
 
@@ -219,6 +353,7 @@ class JobRunner:
                 "SLUICE_PROJECT": str(self.root),
                 "SLUICE_AGENT": self.agent,
                 "SLUICE_JOB_ID": str(self.job["id"]),
+                "SLUICE_STORE_ID": store_id(self.db.url),
             }
         )
         if run["parent_run_id"]:
@@ -369,7 +504,11 @@ class JobRunner:
                         log.note(f"--- {stopped}: sending SIGTERM to the job's processes")
                         signal_group(pgid, signal.SIGTERM)
                         kill_at = time.monotonic() + kill_grace()
-                if kill_at is not None and time.monotonic() >= kill_at:
+                if self._kill_now and kill_at != float("inf"):
+                    log.note("--- SIGKILL at once: the job must not run on beside a retry")
+                    signal_group(pgid, signal.SIGKILL)
+                    kill_at = float("inf")
+                elif kill_at is not None and time.monotonic() >= kill_at:
                     log.note("--- still running after the grace period: SIGKILL")
                     signal_group(pgid, signal.SIGKILL)
                     kill_at = float("inf")
@@ -433,14 +572,31 @@ class JobRunner:
     def _finish(
         self, status: str, exit_code: int | None, reason: str | None, outputs: dict[str, str]
     ) -> None:
-        """Report the result; while the store is unreachable, keep trying (the job's processes are gone)."""
+        """Report the result; while the store is unreachable, keep trying (the job's processes are gone).
+
+        The log's last chunks go in the same transaction as the result. If the store refuses that
+        transaction for good (not a passing outage), the log is written on its own first (where a
+        refused chunk is replaced by a line saying so), so that a bad chunk never leaves the job
+        `running`."""
         delay = 0.2
+        log_apart = False
         while True:
+            log = getattr(self, "log", None)
             try:
+                if log is not None and log_apart:
+                    log.flush(final=True)
+                    if log.pending or log.lost:
+                        raise StoreUnavailable(log.trouble or "the log could not be stored yet")
                 return self._report(status, exit_code, reason, outputs)
-            except StoreError:
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            except StoreUnavailable:
+                pass
+            except StoreError as e:
+                if not log_apart:
+                    log_apart = True
+                    continue
+                sys.stderr.write(f"sluice: cannot record the result of job {self.job['id']}: {e}\n")
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     def _report(
         self, status: str, exit_code: int | None, reason: str | None, outputs: dict[str, str]
@@ -483,6 +639,8 @@ class JobRunner:
                     job_id=self.job["id"],
                     details={"exit_code": exit_code},
                 )
+        if log is not None:
+            log.committed()
 
 
 def job_context(db: Database, run: dict[str, Any], plan: dict[str, Any], base: str) -> dict[str, Any]:

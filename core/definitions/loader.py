@@ -6,11 +6,13 @@ reported as `path:line:col: message`, with a did-you-mean for misspelt keys and 
 
 from __future__ import annotations
 
-import difflib
+import functools
+import gc
 import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ import yaml
 
 from .durations import parse_duration
 from .expressions import EXPR_RE, parse_expression
+from .inputs import coerce_one, compile_pattern
+from .names import did_you_mean
 from .objects import (
     CATCH_UP_VALUES,
     IF_VALUES,
@@ -36,10 +40,20 @@ from .objects import (
     Timer,
     Trigger,
     Workflow,
+    env_name,
 )
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Bounds that keep a hostile file from costing more than a moment to validate (SPEC 2).
+MAX_FILE_BYTES = 1024 * 1024  # a definition file is at most 1 MiB
+MAX_DEPTH = 64  # nesting levels (a real definition uses fewer than 10)
+MAX_ALIAS_NODES = 10_000  # values that aliases may add (an alias bomb adds billions)
+MAX_COUNT = 10_000  # parallelism, capacity, concurrency
+MAX_RETRIES = 100
+MAX_TIMEOUT_S = 366 * 86400  # timeouts: at most a year
 
 
 @dataclass(frozen=True)
@@ -63,11 +77,6 @@ class DefinitionError(Exception):
 
 class ProjectNotFound(Exception):
     pass
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else ""
 
 
 def find_project_root(start: Path | None = None) -> Path:
@@ -156,11 +165,17 @@ class _File:
             return None
         return s
 
-    def integer(self, node: yaml.Node, what: str, minimum: int = 0) -> int | None:
+    def integer(self, node: yaml.Node, what: str, minimum: int = 0, maximum: int = MAX_COUNT) -> int | None:
         if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:int":
+            if len(node.value) > 30:  # never turn a thousand digits into an int just to refuse it
+                self.err(node, f"{what} must be at most {maximum:,}")
+                return None
             v = int(self.scalar(node))
             if v < minimum:
                 self.err(node, f"{what} must be at least {minimum}")
+                return None
+            if v > maximum:
+                self.err(node, f"{what} must be at most {maximum:,}")
                 return None
             return v
         self.err(node, f"{what} must be an integer")
@@ -198,10 +213,14 @@ class _File:
         if s is None:
             return None
         try:
-            return parse_duration(s)
+            seconds = parse_duration(s)
         except ValueError as e:
             self.err(node, f"{what}: {e}")
             return None
+        if seconds > MAX_TIMEOUT_S:
+            self.err(node, f"{what}: '{s}' is longer than a year")
+            return None
+        return seconds
 
     def command(self, node: yaml.Node, what: str) -> str | list[str] | None:
         if isinstance(node, yaml.SequenceNode):
@@ -234,7 +253,7 @@ class _Loader_:
         self.root = root
         self.problems: list[Problem] = []
         # deferred checks that need every file loaded: (file, node, kind, value)
-        self.refs: list[tuple[_File, yaml.Node, Callable[[Project], str | None]]] = []
+        self.refs: list[tuple[_File, yaml.Node | None, Callable[[Project], str | None]]] = []
         # expressions wait for the job graph: (file, node, text, workflow, job)
         self.pending_expr: list[tuple[_File, yaml.Node, str, Workflow, str]] = []
 
@@ -247,9 +266,24 @@ class _Loader_:
     def parse(self, path: Path) -> tuple[_File, yaml.Node | None]:
         f = _File(self, path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            self.problems.append(Problem(f.rel, 1, 1, f"cannot read file: {e}"))
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_FILE_BYTES + 1)  # never read more than the bound
+        except OSError as e:
+            self.problems.append(Problem(f.rel, 1, 1, f"cannot read file: {e.strerror or e}"))
+            return f, None
+        if len(data) > MAX_FILE_BYTES:
+            self.problems.append(
+                Problem(f.rel, 1, 1, "file is larger than 1 MiB; split it (one model or workflow a file)")
+            )
+            return f, None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+            self.problems.append(
+                Problem(f.rel, line, col, f"not UTF-8: byte 0x{data[e.start]:02x}; save the file as UTF-8")
+            )
             return f, None
         try:
             node = yaml.compose(text, Loader=_Loader)
@@ -259,8 +293,17 @@ class _Loader_:
             problem = getattr(e, "problem", None) or str(e)
             self.problems.append(Problem(f.rel, line, col, f"YAML syntax error: {problem}"))
             return f, None
+        except RecursionError:  # the pure-Python composer on very deep nesting
+            self.problems.append(Problem(f.rel, 1, 1, f"nesting deeper than {MAX_DEPTH} levels"))
+            return f, None
         if node is None:
             self.problems.append(Problem(f.rel, 1, 1, "file is empty"))
+            return f, None
+        shape = _shape_problem(node)
+        if shape is not None:
+            bad, message = shape
+            f.err(bad, message)
+            return f, None
         return f, node
 
     # ---------------------------------------------------------------- project
@@ -281,7 +324,9 @@ class _Loader_:
                 mf, mnode = self.parse(path)
                 if mnode is None:
                     continue
-                obj = self.model(mf, mnode) if kind == "model" else self.workflow(mf, mnode)
+                obj: Model | Workflow | None = (
+                    self.model(mf, mnode) if kind == "model" else self.workflow(mf, mnode)
+                )
                 if obj is None:
                     continue
                 key = f"{kind}:{obj.name}"
@@ -289,7 +334,7 @@ class _Loader_:
                     mf.err(mnode, f"duplicate {kind} name '{obj.name}' (also defined in {seen[key][0]})")
                     continue
                 seen[key] = (mf.rel, path)
-                if kind == "model":
+                if isinstance(obj, Model):
                     project.models[obj.name] = obj
                 else:
                     project.workflows[obj.name] = obj
@@ -307,7 +352,18 @@ class _Loader_:
         if m is None:
             return
         f.keys(
-            m, ("name", "timezone", "database", "capacity", "groups", "environments", "agents"), "sluice.yaml"
+            m,
+            (
+                "name",
+                "timezone",
+                "database",
+                "capacity",
+                "trust_sluice_user",
+                "groups",
+                "environments",
+                "agents",
+            ),
+            "sluice.yaml",
         )
         if "name" in m:
             project.name = f.name(m["name"][1], "name") or project.name
@@ -322,9 +378,16 @@ class _Loader_:
                 except (ZoneInfoNotFoundError, ValueError):
                     f.err(m["timezone"][1], f"unknown timezone '{tz}'")
         if "database" in m:
-            project.database = f.string(m["database"][1], "database")
+            url = f.string(m["database"][1], "database")
+            problem = _database_problem(url, self.root) if url is not None else None
+            if problem:
+                f.err(m["database"][1], problem)
+            else:
+                project.database = url
         if "capacity" in m:
-            project.capacity = f.integer(m["capacity"][1], "capacity", 1)
+            project.capacity = f.integer(m["capacity"][1], "capacity", 1, MAX_COUNT)
+        if "trust_sluice_user" in m:
+            project.trust_sluice_user = bool(f.boolean(m["trust_sluice_user"][1], "trust_sluice_user"))
         if "groups" in m:
             for gname, (_gk, gv) in (f.mapping(m["groups"][1], "groups") or {}).items():
                 project.groups[gname] = f.strings(gv, f"groups.{gname}")
@@ -356,8 +419,20 @@ class _Loader_:
                 if "resources" in am:
                     spec.resources = f.strings(am["resources"][1], f"agents.{aname}.resources")
                 if "capacity" in am:
-                    spec.capacity = f.integer(am["capacity"][1], f"agents.{aname}.capacity", 1)
+                    spec.capacity = f.integer(am["capacity"][1], f"agents.{aname}.capacity", 1, MAX_COUNT)
                 project.agents[aname] = spec
+
+    def env_map(self, f: _File, node: yaml.Node, what: str) -> dict[str, tuple[yaml.Node, str]]:
+        """`env:` keys become environment variable names: only [A-Za-z_][A-Za-z0-9_]*."""
+        if isinstance(node, yaml.MappingNode):
+            for knode, _v in node.value:
+                if isinstance(knode, yaml.ScalarNode) and not ENV_NAME_RE.match(knode.value):
+                    f.err(
+                        knode,
+                        f"{what}: '{knode.value}' is not a valid environment variable name "
+                        "(use letters, digits and '_', not starting with a digit)",
+                    )
+        return {k: v for k, v in f.string_map(node, what).items() if ENV_NAME_RE.match(k)}
 
     # ---------------------------------------------------------------- inputs
 
@@ -365,6 +440,12 @@ class _Loader_:
         out: dict[str, InputSpec] = {}
         for iname, (ik, iv) in (f.mapping(node, what) or {}).items():
             if f.name(ik, "input name") is None:
+                continue
+            if not ENV_NAME_RE.match(env_name(iname)):
+                f.err(
+                    ik,
+                    f"input name '{iname}' must use letters, digits, '-' or '_' (it becomes ${env_name(iname)})",
+                )
                 continue
             spec = InputSpec(name=iname)
             im = f.mapping(iv, f"{what}.{iname}") if not _is_null(iv) else {}
@@ -384,9 +465,9 @@ class _Loader_:
                 pat = f.string(im["pattern"][1], f"{where}.pattern")
                 if pat is not None:
                     try:
-                        re.compile(pat)
+                        compile_pattern(pat)
                         spec.pattern = pat
-                    except re.error as e:
+                    except ValueError as e:
                         f.err(im["pattern"][1], f"{where}.pattern is not a valid regular expression: {e}")
             if "enum" in im:
                 enode = im["enum"][1]
@@ -396,8 +477,6 @@ class _Loader_:
                     f.err(enode, f"{where}.enum must be a non-empty list")
             if "default" in im:
                 raw = f.scalar(im["default"][1])
-                from .inputs import coerce_one
-
                 try:
                     spec.default = coerce_one(spec, raw)
                 except ValueError as e:
@@ -445,7 +524,7 @@ class _Loader_:
             if "retry" in mm:
                 method.retry = self.retry(f, mm["retry"][1], f"{where}.retry")
             if "env" in mm:
-                env = f.string_map(mm["env"][1], f"{where}.env")
+                env = self.env_map(f, mm["env"][1], f"{where}.env")
                 for key, (vnode, value) in env.items():
                     self.check_expressions(
                         f, vnode, value, inputs=method.inputs, ancestors=None, materials=None
@@ -456,7 +535,7 @@ class _Loader_:
 
     def retry(self, f: _File, node: yaml.Node, what: str) -> Retry | None:
         if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:int":
-            limit = f.integer(node, what)
+            limit = f.integer(node, what, 0, MAX_RETRIES)
             return Retry(limit=limit or 0)
         rm = f.mapping(node, what)
         if rm is None:
@@ -464,12 +543,14 @@ class _Loader_:
         f.keys(rm, ("limit", "exit_codes"), what, required=("limit",))
         r = Retry()
         if "limit" in rm:
-            r.limit = f.integer(rm["limit"][1], f"{what}.limit") or 0
+            r.limit = f.integer(rm["limit"][1], f"{what}.limit", 0, MAX_RETRIES) or 0
         if "exit_codes" in rm:
             codes = rm["exit_codes"][1]
             if isinstance(codes, yaml.SequenceNode):
                 r.exit_codes = [
-                    c for c in (f.integer(n, f"{what}.exit_codes item") for n in codes.value) if c is not None
+                    c
+                    for c in (f.integer(n, f"{what}.exit_codes item", 0, 255) for n in codes.value)
+                    if c is not None
                 ]
             else:
                 f.err(codes, f"{what}.exit_codes must be a list of integers")
@@ -502,17 +583,7 @@ class _Loader_:
             if env is not None:
                 wf.environment = env
                 enode = m["environment"][1]
-                self.refs.append(
-                    (
-                        f,
-                        enode,
-                        lambda p, env=env: (
-                            None
-                            if env in p.environments
-                            else f"unknown environment '{env}'{did_you_mean(env, p.environments)}"
-                        ),
-                    )
-                )
+                self.refs.append((f, enode, functools.partial(_check_environment, name=env)))
         if "lock" in m:
             wf.lock = f.choice(m["lock"][1], "lock", LOCK_VALUES) or "none"
         if "timer" in m:
@@ -555,12 +626,20 @@ class _Loader_:
         if not croniter.is_valid(cron):
             f.err(cron_node, f"timer '{cron}' is not a valid cron expression")
             return None
+        problem = _never_fires(cron)
+        if problem:
+            f.err(cron_node, problem)
+            return None
         return Timer(cron=cron, catch_up=catch_up or "none")
 
     def material(
         self, f: _File, knode: yaml.Node, node: yaml.Node, name: str, wf_name: str
     ) -> Material | None:
         if f.name(knode, "material name") is None:
+            return None
+        var = "SLUICE_MATERIAL_" + name.upper().replace("-", "_") + "_REVISION"
+        if not ENV_NAME_RE.match(var):
+            f.err(knode, f"material name '{name}' must use letters, digits, '-' or '_' (it becomes ${var})")
             return None
         mm = f.mapping(node, f"materials.{name}")
         if mm is None:
@@ -587,17 +666,7 @@ class _Loader_:
             if upstream == wf_name:
                 f.err(mm["workflow"][1], f"{where}: a workflow cannot be its own material")
             elif upstream is not None:
-                self.refs.append(
-                    (
-                        f,
-                        mm["workflow"][1],
-                        lambda p, w=upstream: (
-                            None
-                            if w in p.workflows
-                            else f"unknown workflow '{w}'{did_you_mean(w, p.workflows)}"
-                        ),
-                    )
-                )
+                self.refs.append((f, mm["workflow"][1], functools.partial(_check_workflow, name=upstream)))
         return mat
 
     def job(self, f: _File, node: yaml.Node, name: str, wf: Workflow) -> Job | None:
@@ -634,11 +703,11 @@ class _Loader_:
         if "concurrency_group" in jm:
             job.concurrency_group = f.name(jm["concurrency_group"][1], f"{where}.concurrency_group")
         if "concurrency" in jm:
-            job.concurrency = f.integer(jm["concurrency"][1], f"{where}.concurrency", 1) or 1
+            job.concurrency = f.integer(jm["concurrency"][1], f"{where}.concurrency", 1, MAX_COUNT) or 1
             if "concurrency_group" not in jm:
                 f.err(jm["concurrency"][0], f"{where}.concurrency needs a concurrency_group")
         if "parallelism" in jm:
-            job.parallelism = f.integer(jm["parallelism"][1], f"{where}.parallelism", 1) or 1
+            job.parallelism = f.integer(jm["parallelism"][1], f"{where}.parallelism", 1, MAX_COUNT) or 1
         if "run_on_all_agents" in jm:
             job.run_on_all_agents = bool(f.boolean(jm["run_on_all_agents"][1], f"{where}.run_on_all_agents"))
             if job.run_on_all_agents and job.parallelism > 1:
@@ -653,7 +722,7 @@ class _Loader_:
         if "retry" in jm:
             job.retry = self.retry(f, jm["retry"][1], f"{where}.retry")
         if "env" in jm:
-            for key, (vnode, value) in f.string_map(jm["env"][1], f"{where}.env").items():
+            for key, (vnode, value) in self.env_map(f, jm["env"][1], f"{where}.env").items():
                 job.env[key] = value
                 self.pending_expr.append((f, vnode, value, wf, name))
         if "trigger" in jm:
@@ -687,7 +756,7 @@ class _Loader_:
             anode = hm["approvers"][1]
             hold.approvers = f.strings(anode, f"{where}.hold.approvers")
             for i, who in enumerate(hold.approvers):
-                self.refs.append((f, _item(anode, i), lambda p, w=who: _check_approver(p, w)))
+                self.refs.append((f, _item(anode, i), functools.partial(_check_approver, who=who)))
         if "fields" in hm:
             hold.fields = self.inputs(f, hm["fields"][1], f"{where}.hold.fields")
         if "timeout" in hm:
@@ -705,15 +774,7 @@ class _Loader_:
         if target is None:
             return None
         tnode = tm["workflow"][1]
-        self.refs.append(
-            (
-                f,
-                tnode,
-                lambda p, w=target: (
-                    None if w in p.workflows else f"unknown workflow '{w}'{did_you_mean(w, p.workflows)}"
-                ),
-            )
-        )
+        self.refs.append((f, tnode, functools.partial(_check_workflow, name=target)))
         trig = Trigger(workflow=target)
         if "wait" in tm:
             trig.wait = bool(f.boolean(tm["wait"][1], f"{where}.trigger.wait"))
@@ -755,14 +816,14 @@ class _Loader_:
                 return None
             step.method = target
             mnode = sm["method"][1]
-            self.refs.append((f, mnode, lambda p, t=target: _check_method_ref(p, t)))
+            self.refs.append((f, mnode, functools.partial(_check_method_ref, target=target)))
             if "with" in sm:
                 for key, (vnode, value) in f.string_map(sm["with"][1], f"{where}.with").items():
                     step.with_[key] = value
                     self.pending_expr.append((f, vnode, value, wf, job))
                 wnode = sm["with"][1]
                 keys = dict(step.with_)
-                self.refs.append((f, wnode, lambda p, t=target, k=keys: _check_with(p, t, k)))
+                self.refs.append((f, wnode, functools.partial(_check_with, target=target, given=keys)))
         step.name = (f.string(sm["name"][1], f"{where}.name") if "name" in sm else None) or (
             step.method
             if step.method
@@ -811,9 +872,9 @@ class _Loader_:
         if reported:
             self.pending_expr = [e for e in self.pending_expr if e[3] is not wf]
             return
-        for pf, vnode, value, _pwf, job in [e for e in self.pending_expr if e[3] is wf]:
+        for pf, vnode, value, _pwf, job_name in [e for e in self.pending_expr if e[3] is wf]:
             self.check_expressions(
-                pf, vnode, value, inputs=wf.inputs, ancestors=ancestors(wf, job), materials=wf.materials
+                pf, vnode, value, inputs=wf.inputs, ancestors=ancestors(wf, job_name), materials=wf.materials
             )
         self.pending_expr = [e for e in self.pending_expr if e[3] is not wf]
 
@@ -867,6 +928,18 @@ def ancestors(wf: Workflow, job: str) -> set[str]:
     return seen
 
 
+def _check_environment(p: Project, name: str) -> str | None:
+    return (
+        None
+        if name in p.environments
+        else f"unknown environment '{name}'{did_you_mean(name, p.environments)}"
+    )
+
+
+def _check_workflow(p: Project, name: str) -> str | None:
+    return None if name in p.workflows else f"unknown workflow '{name}'{did_you_mean(name, p.workflows)}"
+
+
 def _check_method_ref(p: Project, target: str) -> str | None:
     model, _, method = target.partition(".")
     if model not in p.models:
@@ -897,6 +970,113 @@ def _check_with(p: Project, target: str, given: dict[str, str]) -> str | None:
     return None
 
 
+def _shape_problem(root: yaml.Node) -> tuple[yaml.Node, str] | None:
+    """Refuse node graphs that are cheap to write and dear to walk: alias bombs, self-referring
+    aliases and deep nesting (iteratively: no recursion for a hostile file to exhaust).
+
+    Only an alias to a mapping or a list multiplies work, and it makes the composed graph
+    reach one node twice. A first walk over the collections checks the depth and looks for
+    that; only then are the values each node stands for counted, each distinct node once.
+    """
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in seen:
+            return _alias_problem(root)
+        seen.add(id(node))
+        if depth > MAX_DEPTH:
+            return node, f"nesting deeper than {MAX_DEPTH} levels"
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                if not isinstance(k, yaml.ScalarNode):
+                    stack.append((k, depth + 1))
+                if not isinstance(v, yaml.ScalarNode):
+                    stack.append((v, depth + 1))
+        elif isinstance(node, yaml.SequenceNode):
+            for v in node.value:
+                if not isinstance(v, yaml.ScalarNode):
+                    stack.append((v, depth + 1))
+    return None
+
+
+def _alias_problem(root: yaml.Node) -> tuple[yaml.Node, str] | None:
+    """Size every node with aliases expanded (memoized by identity), depth too."""
+    size: dict[int, int] = {}  # id(node) -> values it stands for, aliases expanded
+    depth: dict[int, int] = {}  # id(node) -> levels below it
+    distinct = 0
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children = (
+            [c for kv in node.value for c in kv]
+            if isinstance(node, yaml.MappingNode)
+            else node.value
+            if isinstance(node, yaml.SequenceNode)
+            else []
+        )
+        if done:
+            on_path.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
+            if depth[key] > MAX_DEPTH:
+                return node, f"nesting deeper than {MAX_DEPTH} levels"
+            if size[key] - distinct > MAX_ALIAS_NODES:
+                return node, (
+                    f"aliases here expand to more than {MAX_ALIAS_NODES:,} values (an alias bomb?); "
+                    "write the values out"
+                )
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            return node, "an alias refers to the value that contains it"
+        on_path.add(key)
+        distinct += 1
+        if len(on_path) > MAX_DEPTH:
+            return node, f"nesting deeper than {MAX_DEPTH} levels"
+        stack.append((node, True))
+        for c in children:
+            if id(c) not in size:
+                stack.append((c, False))
+    return None
+
+
+def _never_fires(cron: str) -> str | None:
+    """croniter accepts `0 0 30 2 *` (30 February) and raises only when asked for the next fire."""
+    from datetime import datetime
+
+    from croniter import croniter
+
+    try:
+        croniter(cron, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except Exception:  # CroniterBadDateError, or any other refusal to compute a fire time
+        return f"timer '{cron}' never fires (no such date)"
+    return None
+
+
+def _database_problem(url: str, root: Path) -> str | None:
+    """A `database:` URL that cannot work: an unknown scheme, or an SQLite path that cannot be a file."""
+    if url.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+        return None
+    if not url.startswith("sqlite:///"):
+        return f"database '{url}' must be sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+    rel = url[len("sqlite:///") :]
+    if not rel.strip() or rel.endswith("/"):
+        return f"database '{url}' needs a file name after sqlite:///"
+    path = Path(rel) if rel.startswith("/") else root / rel
+    if path.exists() and not path.is_file():
+        return f"database '{url}': {path} exists and is not a file"
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"database '{url}': {parent} is a file, so it cannot hold a database"
+            break
+    return None
+
+
 def _is_null(node: yaml.Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
 
@@ -918,4 +1098,12 @@ def _item(node: yaml.Node | None, i: int) -> yaml.Node | None:
 def load_project(root: Path | None = None) -> Project:
     """Load and validate a project; raises DefinitionError listing every problem."""
     root = find_project_root(root) if root is None or not (root / "sluice.yaml").is_file() else root.resolve()
-    return _Loader_(root).load()
+    # A node graph is a million small objects and no cycles: the collector's passes over
+    # them would take three quarters of the time (files are bounded, so memory is too).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _Loader_(root).load()
+    finally:
+        if collecting:
+            gc.enable()

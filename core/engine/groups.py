@@ -8,10 +8,8 @@ run that still has unfinished jobs in G has not entered: that keeps the creation
 from __future__ import annotations
 
 from ..service import record_event
+from ..statuses import ACTIVE_RUN, FINAL_JOB, sql_list
 from ..store.db import Tx, now
-
-FINAL = ("succeeded", "failed", "rejected", "cancelled", "skipped")
-_FINAL_SQL = ", ".join(f"'{s}'" for s in FINAL)
 
 
 def admit(tx: Tx, run_id: int, group: str, slots: int) -> int | None:
@@ -20,8 +18,8 @@ def admit(tx: Tx, run_id: int, group: str, slots: int) -> int | None:
         return None
     earlier = tx.one(
         "SELECT MIN(j.run_id) AS run_id FROM jobs j JOIN runs r ON r.id = j.run_id "
-        f"WHERE j.group_name = ? AND j.run_id < ? AND j.status NOT IN ({_FINAL_SQL}) "
-        "AND r.status IN ('pending', 'running', 'on_hold') "
+        f"WHERE j.group_name = ? AND j.run_id < ? AND j.status NOT IN ({sql_list(FINAL_JOB)}) "
+        f"AND r.status IN ({sql_list(ACTIVE_RUN)}) "
         "AND NOT EXISTS (SELECT 1 FROM group_slots s WHERE s.group_name = j.group_name AND s.run_id = j.run_id)",
         (group, run_id),
     )
@@ -49,7 +47,7 @@ def release_finished(tx: Tx, run_id: int) -> bool:
     released = False
     for slot in tx.all("SELECT group_name FROM group_slots WHERE run_id = ?", (run_id,)):
         left = tx.one(
-            f"SELECT 1 AS x FROM jobs WHERE run_id = ? AND group_name = ? AND status NOT IN ({_FINAL_SQL}) "
+            f"SELECT 1 AS x FROM jobs WHERE run_id = ? AND group_name = ? AND status NOT IN ({sql_list(FINAL_JOB)}) "
             "LIMIT 1",
             (run_id, slot["group_name"]),
         )

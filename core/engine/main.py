@@ -25,11 +25,12 @@ from .. import identity
 from ..agents.agent import agent_timeout
 from ..definitions import DefinitionError, load_project
 from ..service import record_event
-from ..store.db import Database, LostLease, StoreError, now, resolve_url
-from ..wake import WakeSocket
+from ..store.db import Database, LostLease, StoreError, StoreUnavailable, now, resolve_url
+from ..wake import WakeSocket, poke
 from .scheduler import Scheduler
 
-LEASE_SECONDS = 10.0
+# how long the scheduler lease lasts without renewal (tests shorten it)
+LEASE_SECONDS = float(os.environ.get("SLUICE_LEASE_SECONDS", "10"))
 IDLE_TICK = 1.0  # a safety net; wake-ups do the real work
 
 
@@ -117,7 +118,7 @@ class Engine:
     def __init__(self, root: Path):
         self.root = root
         self.project = load_project(root)
-        self.db = Database(resolve_url(self.project.database, root))
+        self.db = Database(resolve_url(self.project.database, root), notifier=poke)
         self.db.ensure_schema()
         self.holder = f"{identity.host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = Lease(self.db, self.holder)
@@ -155,6 +156,15 @@ class Engine:
             agent.heartbeat()
         self.scheduler.check_agents()
 
+    def _try_acquire(self) -> bool:
+        try:
+            if self.lease.acquire():
+                return True
+            log("another engine holds the scheduler lease; waiting as standby")
+        except StoreUnavailable as e:
+            log(f"cannot use the store, waiting for it: {e}")
+        return False
+
     def serve(self) -> int:
         wake = WakeSocket(self.db.url)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
@@ -163,10 +173,9 @@ class Engine:
         sel = selectors.DefaultSelector()
         sel.register(self.inner_r.fileno(), selectors.EVENT_READ, "inner")
         log(f"engine {self.holder} for {self.root} on {self.db.url}")
-        while not self.lease.acquire():
+        while not self._try_acquire():
             if self.stop_mode:
                 return 0
-            log("another engine holds the scheduler lease; waiting as standby")
             sel.select(timeout=LEASE_SECONDS / 3)
         self.db.fence = self.scheduler.fence  # from now on every write of this engine checks the lease
         if not wake.claim():  # a standby that took over owns the shared address from now on
@@ -187,20 +196,31 @@ class Engine:
             log(f"recovered {recovered} job(s) left running by a previous engine")
         self.register_agents()
         next_beat = 0.0
-        last_renewed = time.monotonic()
+        outage: str | None = None  # why the store could not be used, while it cannot
         try:
             while True:
                 t = time.monotonic()
                 if t >= next_beat:
+                    # A slow or locked store delays us; it does not make us give up our runs: only
+                    # another engine holding the lease does (SPEC 9). Our lease may run out while we
+                    # wait; no other engine took it if acquire() finds our name on it still.
                     try:
                         held = self.lease.acquire()
-                        self.heartbeat()
-                        last_renewed = t
-                    except StoreError as e:  # the store is away for a moment: keep going, within the lease
-                        log(f"cannot reach the store: {e}")
-                        held = time.monotonic() - last_renewed < LEASE_SECONDS
+                        if held:
+                            self.heartbeat()
+                        if outage is not None:
+                            log("the store is back")
+                            outage = None
+                            self.scheduler.store_ok_since = now()
+                    except LostLease:
+                        held = False
+                    except StoreError as e:
+                        if outage is None:
+                            log(f"cannot use the store, waiting for it: {e}")
+                            outage = str(e)
+                        held = True
                     if not held:
-                        log("lost the scheduler lease; stopping")
+                        log("another engine holds the scheduler lease; stopping")
                         self.scheduler.cancel_all("engine lost its lease")
                         return 1
                     next_beat = t + min(LEASE_SECONDS, agent_timeout()) / 3
@@ -214,10 +234,14 @@ class Engine:
                     log(f"{e}; stopping")
                     self.scheduler.cancel_all("engine lost its lease")
                     return 1
+                except StoreUnavailable as e:
+                    if outage is None:
+                        log(f"cannot use the store, waiting for it: {e}")
+                        outage = str(e)
                 except StoreError as e:
                     log(f"tick failed: {e}")
-                if self.stop_mode and not self.scheduler.busy:
-                    break
+                if self.stop_mode and not self.scheduler.busy and not self.scheduler.dirty:
+                    break  # no job left running, and every run they finished is settled
                 timeout = min(IDLE_TICK, max(0.0, next_beat - time.monotonic()))
                 due = self.scheduler.next_deadline()
                 if due is not None:

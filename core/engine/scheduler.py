@@ -9,16 +9,18 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .. import gates, holds, queueing
+from .. import gates, holds, identity, queueing
 from ..agents.agent import Agent, agent_rows, agent_timeout, describe_wait, matches, poke_agents
-from ..agents.procs import processes_of_jobs, same_process, signal_group
+from ..agents.procs import kill_jobs, processes_of_jobs, same_process, signal_group, store_id
 from ..agents.runner import JobRunner, _ancestors
 from ..definitions.objects import Project
-from ..service import ACTIVE_RUN, FINAL_JOB, Service, record_event
+from ..service import Service, record_event
+from ..statuses import ACTIVE_RUN, FAILED_JOB, FINAL_JOB, NOT_STARTED_JOB, sql_list
 from ..store.db import Database, LostLease, Tx, loads, now
 from . import groups, timers, triggers, upstream
 
-FAILED = ("failed", "rejected")
+FAILED = FAILED_JOB
+LOST_KILL_WAIT = 5.0  # seconds to wait for a lost agent's job processes to be gone after SIGKILL
 EVALUATE_BATCH = 100  # runs looked at per write transaction: short enough not to stall other writers
 # events written by other processes that change what a run should do next
 EXTERNAL_EVENTS = (
@@ -72,6 +74,9 @@ class Scheduler:
         self.root = project.root
         # the agents this engine runs in its own process (sluice.yaml's, or one `local`)
         specs = list(project.agents.values())
+        # on PostgreSQL an engine on another host may take over and retry our jobs: cut off, our agents
+        # stop them; on SQLite every engine is on this host and kills a lost agent's processes itself
+        fence_own = db.dialect == "postgresql"
         self.agents = [
             Agent(
                 db,
@@ -81,9 +86,19 @@ class Scheduler:
                 resources=a.resources,
                 capacity=a.capacity or project.capacity,
                 on_done=self.mark_dirty,
+                self_fence=fence_own,
             )
             for a in specs
-        ] or [Agent(db, self.root, "local", capacity=project.capacity, on_done=self.mark_dirty)]
+        ] or [
+            Agent(
+                db,
+                self.root,
+                "local",
+                capacity=project.capacity,
+                on_done=self.mark_dirty,
+                self_fence=fence_own,
+            )
+        ]
         self.lock = threading.Lock()
         self.dirty: set[int] = set()
         self.plans: dict[int, dict[str, Any]] = {}
@@ -93,6 +108,7 @@ class Scheduler:
         self._deadline: float | None = None  # cached next deadline; None = recompute
         self.wake = wake or (lambda: None)
         self.draining = False
+        self.store_ok_since: float | None = None  # set by the engine when the store came back after an outage
 
     # ------------------------------------------------------------ start-up
 
@@ -106,7 +122,7 @@ class Scheduler:
 
         # stop what the dead engine left running: by recorded pid, and by the job id every step carries
         # in its environment (a crash between the spawn and the pid's write leaves no pid in the store)
-        for pgid in processes_of_jobs({j["id"] for j in rows}, set(names)):
+        for pgid in processes_of_jobs({j["id"] for j in rows}, set(names), store_id(self.db.url)):
             signal_group(pgid, signal.SIGKILL)
         for j in rows:
             if j["pid"] and same_process(j["pid"], j["proc_start"]):
@@ -135,7 +151,7 @@ class Scheduler:
             # first tick: every active run is looked at once; later only what changed
             self.started = True
             self.last_event_id = self.db.scalar("SELECT MAX(id) FROM events") or 0
-            for r in self.db.all("SELECT id FROM runs WHERE status IN ('pending', 'running', 'on_hold')"):
+            for r in self.db.all(f"SELECT id FROM runs WHERE status IN ({sql_list(ACTIVE_RUN)})"):
                 self.dirty.add(r["id"])
         self._external_changes()
         if self.service is not None and self._deadline_due():
@@ -266,13 +282,13 @@ class Scheduler:
         ):
             tx.execute(
                 "UPDATE runs SET cancel_requested = 1, cancelled_by = ? WHERE id = ? AND status IN "
-                "('pending', 'running', 'on_hold')",
+                f"({sql_list(ACTIVE_RUN)})",
                 (who, child["child_run_id"]),
             )
             self.dirty.add(child["child_run_id"])
         tx.execute(
             "UPDATE jobs SET status = 'cancelled', reason = ?, finished_at = ? "
-            "WHERE run_id = ? AND status IN ('pending', 'waiting', 'held')",
+            f"WHERE run_id = ? AND status IN ({sql_list(NOT_STARTED_JOB)})",
             (why, now(), run["id"]),
         )
         for j in tx.all("SELECT id FROM jobs WHERE run_id = ? AND status = 'running'", (run["id"],)):
@@ -584,8 +600,15 @@ class Scheduler:
                     )
 
     def check_agents(self) -> None:
-        """Agents whose heartbeat stopped are lost: their jobs fail with `agent lost` (retry applies)."""
-        limit = now() - agent_timeout()
+        """Agents whose heartbeat stopped are lost; their jobs fail with `agent lost` (retry applies),
+        but only once their processes cannot run on beside a retry (SPEC 9): on this host the engine
+        kills them and waits until they are gone; elsewhere it waits until the agent, cut off that
+        long, must have killed them itself (twice its timeout after its last heartbeat)."""
+        t = now()
+        timeout = agent_timeout()
+        if self.store_ok_since is not None and t - self.store_ok_since < timeout:
+            return  # we could not write a moment ago either: give the agents time to beat first
+        limit = t - timeout
         for a in self.db.all("SELECT name FROM agents WHERE lost = 0 AND heartbeat_at < ?", (limit,)):
             with self.db.write() as tx:
                 if not tx.execute(
@@ -597,41 +620,82 @@ class Scheduler:
                     tx,
                     "agent.lost",
                     "sluice",
-                    f"agent {a['name']} lost: no heartbeat for {agent_timeout():.0f}s",
+                    f"agent {a['name']} lost: no heartbeat for {timeout:.0f}s",
                 )
-                for j in tx.all("SELECT * FROM jobs WHERE agent = ? AND status = 'running'", (a["name"],)):
-                    run = tx.one("SELECT * FROM runs WHERE id = ?", (j["run_id"],))
-                    assert run is not None
-                    retry = self.plan(run)["jobs"][j["base"]].get("retry") or {}
-                    if retry and j["attempt"] <= int(retry.get("limit") or 0) and not retry.get("exit_codes"):
-                        tx.execute(
-                            "UPDATE jobs SET status = 'waiting', agent = NULL, pid = NULL, reason = ? "
-                            "WHERE id = ?",
-                            (f"retry {j['attempt']} of {retry['limit']} after agent lost", j["id"]),
-                        )
-                        record_event(
-                            tx,
-                            "job.retry",
-                            "sluice",
-                            f"{j['name']}: agent {a['name']} lost; retrying",
-                            run_id=j["run_id"],
-                            job_id=j["id"],
-                        )
-                    else:
-                        tx.execute(
-                            "UPDATE jobs SET status = 'failed', reason = 'agent lost', finished_at = ?, "
-                            "pid = NULL WHERE id = ?",
-                            (now(), j["id"]),
-                        )
-                        record_event(
-                            tx,
-                            "job.failed",
-                            "sluice",
-                            f"{j['name']} failed: agent {a['name']} lost",
-                            run_id=j["run_id"],
-                            job_id=j["id"],
-                        )
-                    self.dirty.add(j["run_id"])
+        lost = self.db.all(
+            "SELECT j.id, j.agent, j.pid, j.proc_start, j.claim_token, a.host, a.heartbeat_at FROM jobs j "
+            "JOIN agents a ON a.name = j.agent WHERE j.status = 'running' AND a.lost = 1 ORDER BY j.id"
+        )
+        by_agent: dict[str, list[dict[str, Any]]] = {}
+        for j in lost:
+            by_agent.setdefault(j["agent"], []).append(j)
+        here = identity.host()
+        for name, jobs in by_agent.items():
+            gone = False
+            if jobs[0]["host"] == here:
+                gone = kill_jobs(
+                    {j["id"] for j in jobs},
+                    {name},
+                    store_id(self.db.url),
+                    [(j["pid"], j["proc_start"]) for j in jobs if j["pid"]],
+                    wait=LOST_KILL_WAIT,
+                )
+            if not gone and jobs[0]["heartbeat_at"] > t - 2 * timeout:
+                self._note_waiting(jobs, name)
+                continue  # not known to be gone yet: the retry waits
+            self._give_up(name, jobs)
+
+    def _note_waiting(self, jobs: list[dict[str, Any]], agent: str) -> None:
+        why = f"agent {agent} lost: waiting until its processes have stopped"
+        with self.db.write() as tx:
+            for j in jobs:
+                tx.execute(
+                    "UPDATE jobs SET reason = ? WHERE id = ? AND status = 'running' AND claim_token = ? "
+                    "AND (reason IS NULL OR reason <> ?)",
+                    (why, j["id"], j["claim_token"], why),
+                )
+
+    def _give_up(self, agent: str, lost: list[dict[str, Any]]) -> None:
+        """The lost agent's job processes are gone (or must be): fail or retry its jobs."""
+        with self.db.write() as tx:
+            for old in lost:
+                j = tx.one(
+                    "SELECT * FROM jobs WHERE id = ? AND status = 'running' AND claim_token = ?",
+                    (old["id"], old["claim_token"]),
+                )
+                if j is None:
+                    continue  # the agent came back and reported it meanwhile
+                run = tx.one("SELECT * FROM runs WHERE id = ?", (j["run_id"],))
+                assert run is not None
+                retry = self.plan(run)["jobs"][j["base"]].get("retry") or {}
+                if retry and j["attempt"] <= int(retry.get("limit") or 0) and not retry.get("exit_codes"):
+                    tx.execute(
+                        "UPDATE jobs SET status = 'waiting', agent = NULL, pid = NULL, reason = ? WHERE id = ?",
+                        (f"retry {j['attempt']} of {retry['limit']} after agent lost", j["id"]),
+                    )
+                    record_event(
+                        tx,
+                        "job.retry",
+                        "sluice",
+                        f"{j['name']}: agent {agent} lost; retrying",
+                        run_id=j["run_id"],
+                        job_id=j["id"],
+                    )
+                else:
+                    tx.execute(
+                        "UPDATE jobs SET status = 'failed', reason = 'agent lost', finished_at = ?, "
+                        "pid = NULL WHERE id = ?",
+                        (now(), j["id"]),
+                    )
+                    record_event(
+                        tx,
+                        "job.failed",
+                        "sluice",
+                        f"{j['name']} failed: agent {agent} lost",
+                        run_id=j["run_id"],
+                        job_id=j["id"],
+                    )
+                self.dirty.add(j["run_id"])
 
     def cancel_all(self, reason: str) -> None:
         for a in self.agents:

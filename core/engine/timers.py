@@ -8,13 +8,14 @@ the latest one runs once (`catch_up: latest`).
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from ..definitions.objects import Workflow
 from ..service import Service, iso, record_event
-from ..store.db import IntegrityError, now
+from ..store.db import IntegrityError, LostLease, StoreError, StoreUnavailable, now
 from .starts import start_unattended
 
 MAX_MISSED_SCAN = 100_000  # fires looked at when catching up (a seconds cron over a long downtime)
@@ -25,6 +26,7 @@ class TimerState:
         self.started: float | None = None  # when this engine became the scheduler
         self.next: dict[str, float] = {}
         self.spec: dict[str, tuple[str, str | None]] = {}
+        self.broken: dict[str, str] = {}  # timers that cannot compute a fire, skipped until they change
 
 
 def _iter(cron: str, tz: str | None, after: float) -> Any:
@@ -46,21 +48,49 @@ def fire_due(svc: Service, state: TimerState) -> list[int]:
     svc.reload_if_changed()
     started: list[int] = []
     timed = {w.name: w for w in svc.project.workflows.values() if w.timer}
-    for name in [n for n in state.next if n not in timed]:
-        del state.next[name]
+    for name in [n for n in state.spec if n not in timed]:
+        state.next.pop(name, None)
         state.spec.pop(name, None)
+        state.broken.pop(name, None)
     for name, wf in timed.items():
         assert wf.timer is not None
         spec = (wf.timer.cron, svc.project.timezone)
         if state.spec.get(name) != spec:
             state.spec[name] = spec
-            state.next[name] = _first(svc, wf, state, started)
-        while state.next[name] <= t:
-            run_id = _fire(svc, wf, state.next[name])
-            if run_id:
-                started.append(run_id)
-            state.next[name] = following(wf.timer.cron, svc.project.timezone, state.next[name])
+            state.broken.pop(name, None)
+            state.next.pop(name, None)
+        if name in state.broken:
+            continue
+        try:
+            if name not in state.next:
+                state.next[name] = _first(svc, wf, state, started)
+            while state.next[name] <= t:
+                run_id = _fire(svc, wf, state.next[name])
+                if run_id:
+                    started.append(run_id)
+                state.next[name] = following(wf.timer.cron, svc.project.timezone, state.next[name])
+        except (StoreUnavailable, LostLease):
+            raise  # the store's trouble (or the lease's), not the timer's: the engine handles it
+        except Exception as e:  # one broken timer must never stop the scheduler
+            _broken(svc, state, wf, e)
     return started
+
+
+def _broken(svc: Service, state: TimerState, wf: Workflow, error: Exception) -> None:
+    """Skip this timer until its definition changes; say so once (engine log and an event)."""
+    assert wf.timer is not None
+    state.next.pop(wf.name, None)
+    why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    state.broken[wf.name] = why
+    message = f"{wf.name}: timer '{wf.timer.cron}' skipped: cannot compute its next fire ({why})"
+    sys.stderr.write(f"sluice: {message}\n")
+    try:
+        with svc.db.write() as tx:
+            record_event(
+                tx, "timer.broken", "sluice", message, workflow=wf.name, details={"cron": wf.timer.cron}
+            )
+    except StoreError as e:
+        sys.stderr.write(f"sluice: could not record that: {e}\n")
 
 
 def next_fire_at(svc: Service, state: TimerState) -> float | None:

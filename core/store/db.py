@@ -13,7 +13,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -62,8 +62,11 @@ def resolve_url(url: str | None, root: Path) -> str:
 class Database:
     """One per process and URL; hands each thread its own connection."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, notifier: Callable[[str], object] | None = None):
+        """`notifier(address)` wakes a process of this host waiting on `address` (core.wake.poke);
+        the store takes it rather than importing the waker, so it stays at the bottom of the layers."""
         self.url = url
+        self.notifier = notifier
         if url.startswith("sqlite:///"):
             self.dialect = "sqlite"
             self.path = Path(url[len("sqlite:///") :])
@@ -225,9 +228,8 @@ class Database:
     def notify(self, agent: str | None = None) -> None:
         """Wake the engine (or one agent) now: a datagram on this host; on PostgreSQL also NOTIFY,
         which reaches engines and agents on every host."""
-        from ..wake import poke
-
-        poke(self.url + (f"#agent:{agent}" if agent else ""))
+        if self.notifier is not None:
+            self.notifier(self.url + (f"#agent:{agent}" if agent else ""))
         if self.dialect == "postgresql":
             try:
                 self.cx.execute("NOTIFY sluice")
@@ -262,7 +264,7 @@ class Tx:
         """Run a statement; returns the number of rows changed."""
         return self._run(sql, params).rowcount
 
-    def executemany(self, sql: str, rows: list[Mapping[str, Any]]) -> None:
+    def executemany(self, sql: str, rows: Sequence[Mapping[str, Any]]) -> None:
         try:
             if self.db.dialect == "sqlite":
                 self.cx.executemany(self.db.sql(sql), rows)
@@ -331,7 +333,15 @@ def _pg_connect(conninfo: str) -> Any:
     except ImportError:
         raise StoreError("PostgreSQL needs psycopg: pip install 'psycopg[binary]'") from None
     try:
-        return psycopg.connect(conninfo, autocommit=True, row_factory=dict_row, connect_timeout=10)
+        # a lock held elsewhere (the write lock, a row) waits at most the busy timeout, as on SQLite:
+        # then the caller gets StoreUnavailable (exit 75 for the CLI), never an endless wait
+        return psycopg.connect(
+            conninfo,
+            autocommit=True,
+            row_factory=dict_row,
+            connect_timeout=10,
+            options=f"-c lock_timeout={int(BUSY_TIMEOUT_S * 1000)}",
+        )
     except psycopg.Error as e:
         raise StoreUnavailable(
             f"cannot connect to {conninfo.split('@')[-1]}: {str(e).strip().splitlines()[0]}"

@@ -28,7 +28,9 @@ def upgrade() -> None:
         if len(key) == 64 and all(c in "0123456789abcdef" for c in key):
             continue  # already a digest
         digest = hashlib.sha256(key.encode()).hexdigest()
-        cx.execute(sa.text("UPDATE queue_items SET inputs_key = :k WHERE id = :i"), {"k": digest, "i": item_id})
+        cx.execute(
+            sa.text("UPDATE queue_items SET inputs_key = :k WHERE id = :i"), {"k": digest, "i": item_id}
+        )
 
 
 def downgrade() -> None:

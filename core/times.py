@@ -1,0 +1,34 @@
+"""Times as sluice shows them: ISO 8601 with the local offset, and the next fire of a cron spec.
+
+A leaf module (it imports nothing of sluice), so the gates, the use cases and the engine can
+all format times without importing each other.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, tzinfo
+from zoneinfo import ZoneInfo
+
+
+def iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds")
+
+
+def zone(tz: str | None) -> tzinfo | None:
+    """The project's timezone, or this machine's."""
+    return ZoneInfo(tz) if tz else datetime.now().astimezone().tzinfo
+
+
+def next_fire(cron: str, tz: str | None, after: float | None = None) -> float | None:
+    """The first fire of `cron` after `after` (default: now), in the project's timezone; None when
+    it will not fire again (a one-off date that has passed)."""
+    from croniter import CroniterBadDateError, croniter
+
+    start = datetime.fromtimestamp(after if after is not None else time.time(), zone(tz))
+    try:
+        return float(croniter(cron, start).get_next(datetime).timestamp())
+    except CroniterBadDateError:
+        return None

@@ -206,3 +206,38 @@ def test_a_full_wake_up_queue_never_blocks_the_poker() -> None:
     finally:
         listener.close()
     assert poke(url) is False  # nobody listens any more
+
+
+def test_a_log_past_log_limit_keeps_its_head_and_tail_and_says_what_was_dropped(proj: Proj) -> None:
+    """SPEC 9: a job's stored log is capped; the middle goes, with a line saying how much."""
+    proj.write("sluice.yaml", "name: test\ncapacity: 4\nlog_limit: 256KiB\n")
+    line = "x" * 40
+    proj.write(
+        "workflows/w.yaml",
+        f"name: w\njobs: {{loud: {{steps: [{{run: \"seq -f 'line %06g {line}' 0 39999\"}}]}}}}\n",
+    )
+    proj.ok("workflow", "run", "w", "--detach")
+    assert proj.service().wait_run(1)["status"] == "succeeded"
+    chunks = proj.ok("run", "logs", "1", "--json").json
+    text = "".join(c["text"] for c in chunks)
+    stored = sum(len(c["text"].encode()) for c in chunks if c["stream"] == "out")
+    printed = 40_000 * len(f"line 000000 {line}\n")  # about 2 MB
+    assert stored <= 256 * 1024 + 64 * 1024  # the limit, give or take one chunk
+    markers = [c["text"] for c in chunks if "of output dropped here" in c["text"]]
+    assert len(markers) == 1, markers
+    assert "this job's log is capped at 256.0 KiB (log_limit); its head and its tail are kept" in markers[0]
+    head, tail = text.index("line 000000 "), text.index("line 039999 ")
+    assert head < text.index(markers[0]) < tail  # head, the line, tail: in the order they happened
+    dropped = printed - stored
+    assert f"--- {dropped / 1024 / 1024:.1f} MiB of output dropped here" in markers[0]
+
+
+def test_log_limit_must_be_a_size_within_bounds(defs_proj: Proj) -> None:
+    for value, message in (
+        ("lots", "log_limit must be a size such as 100MiB, 512KiB or a number of bytes"),
+        ("1KiB", "log_limit must be between 64KiB and 64GiB"),
+    ):
+        defs_proj.write("sluice.yaml", f"name: t\nlog_limit: {value}\n")
+        r = defs_proj.sluice("validate")
+        assert r.code == 2
+        assert f"sluice.yaml:2:12: {message}" in r.err

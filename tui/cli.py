@@ -973,6 +973,7 @@ def do_agent(args: argparse.Namespace, out: Out) -> int:
         environments=args.env,
         resources=args.resource,
         capacity=args.capacity,
+        log_limit=svc.project.log_limit,
     )
     agent.register()
     stop = threading.Event()

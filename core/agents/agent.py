@@ -19,7 +19,7 @@ from .. import identity
 from ..errors import Refused
 from ..service import record_event
 from ..store.db import Database, StoreError, dumps, loads, now
-from .runner import JobRunner, WorkerPool
+from .runner import LOG_LIMIT, JobRunner, WorkerPool
 
 # One statement, one winner. On PostgreSQL the row is locked with SKIP LOCKED, so concurrent
 # claimers pass over a job another agent is taking instead of queueing behind it.
@@ -88,10 +88,12 @@ class Agent:
         capacity: int | None = None,
         on_done: Callable[[int], None] | None = None,
         self_fence: bool = True,
+        log_limit: int = LOG_LIMIT,
     ):
         self.db = db
         self.root = root
         self.name = name
+        self.log_limit = log_limit
         self.environments = list(environments or [])
         self.resources = list(resources or [])
         self.capacity = capacity or os.cpu_count() or 1
@@ -243,7 +245,14 @@ class Agent:
                 started.append((job, run))
         for job, run in started:
             runner = JobRunner(
-                self.db, self.root, job, run, self.name, self._done, plan=self._plan(run["id"], plan_of)
+                self.db,
+                self.root,
+                job,
+                run,
+                self.name,
+                self._done,
+                plan=self._plan(run["id"], plan_of),
+                log_limit=self.log_limit,
             )
             with self.lock:
                 self.runners[job["id"]] = runner

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ PID_RECORD_AFTER = 0.0
 # output kept in memory while the store cannot be written
 PENDING_LIMIT = int(os.environ.get("SLUICE_LOG_BUFFER", str(8 * 1024 * 1024)))
 OUTPUT_LIMIT = 64 * 1024
+LOG_LIMIT = 100 * 1024 * 1024  # a job's stored output (sluice.yaml `log_limit`)
 _OUTPUT_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)=(.*)$")
 
 
@@ -52,9 +54,23 @@ class LogWriter:
     Secrets are masked before the text is cut into chunks, and the tail that could be the
     start of a secret is held back until more output comes (or the step ends), so a secret
     written in two pieces is still masked.
+
+    A job's stored output is capped at `limit` bytes (sluice.yaml's `log_limit`): the first
+    half is kept whole; past it the newest output is kept and the oldest after the head is
+    deleted, the first deleted row becoming a `sluice` line that says how much was dropped,
+    so the log reads head, the line, tail, in order, and the store never holds much more
+    than the limit whatever the job prints.
     """
 
-    def __init__(self, db: Database, job_id: int, run_id: int, secrets: list[str], seq: int = 0):
+    def __init__(
+        self,
+        db: Database,
+        job_id: int,
+        run_id: int,
+        secrets: list[str],
+        seq: int = 0,
+        limit: int = LOG_LIMIT,
+    ):
         self.db = db
         self.job_id = job_id
         self.run_id = run_id
@@ -71,6 +87,13 @@ class LogWriter:
         self._staged = 0  # pending entries written in the open transaction (not yet committed)
         self._staged_lost = 0  # the lost bytes announced in that transaction
         self.trouble: str | None = None  # why the last write failed (said once in the engine log)
+        self.limit = limit
+        self.head_room = limit // 2  # output still kept whole as the head of the log
+        self.tail: deque[tuple[int, int]] = deque()  # (row id, bytes) after the head, oldest first
+        self.tail_bytes = 0
+        self.marker: int | None = None  # the row that says how much of the middle was dropped
+        self.dropped = 0
+        self._staged_rows: list[tuple[int, int]] = []  # output rows of the open transaction
 
     def feed(self, data: bytes) -> None:
         text = self.decoder.decode(data)
@@ -128,6 +151,7 @@ class LogWriter:
         del self.pending[: self._staged]
         self.lost -= self._staged_lost
         self._staged = self._staged_lost = 0
+        self._cap()
         if self.trouble is not None:
             sys.stderr.write(f"sluice: the log of job {self.job_id} is stored again\n")
             self.trouble = None
@@ -193,11 +217,14 @@ class LogWriter:
                         )
 
     def _write_one(self, stream: str, text: str) -> None:
+        self._staged_rows = []
         with self.db.write() as tx:
             self._insert(tx, stream, text, 1)
         self.seq += 1
+        self._cap()
 
     def _write(self, tx: Tx) -> None:
+        self._staged_rows = []
         first = 1
         if self.lost:  # what had to be dropped is said where it was, before what was kept
             self._insert(tx, "sluice", self._lost_line(self.lost, self.lost_why), 1)
@@ -208,7 +235,7 @@ class LogWriter:
         self._staged_lost = self.lost
 
     def _insert(self, tx: Tx, stream: str, text: str, n: int) -> None:
-        tx.insert(
+        row_id = tx.insert(
             "log_chunks",
             {
                 "job_id": self.job_id,
@@ -219,6 +246,45 @@ class LogWriter:
                 "at": now(),
             },
         )
+
+        if stream == "out":
+            self._staged_rows.append((row_id, len(text.encode())))
+
+    def _cap(self) -> None:
+        """Account for the output rows just committed; past the limit, drop the oldest after the head."""
+        for row_id, size in self._staged_rows:
+            if self.head_room > 0:
+                self.head_room -= size
+            else:
+                self.tail.append((row_id, size))
+                self.tail_bytes += size
+        self._staged_rows = []
+        budget = self.limit - self.limit // 2
+        if self.tail_bytes <= budget:
+            return
+        drop: list[tuple[int, int]] = []
+        size = 0
+        while self.tail and self.tail_bytes - size > budget:
+            drop.append(self.tail.popleft())
+            size += drop[-1][1]
+        marker = self.marker if self.marker is not None else drop[0][0]
+        line = (
+            f"--- {_size(self.dropped + size)} of output dropped here: this job's log is capped at "
+            f"{_size(self.limit)} (log_limit); its head and its tail are kept\n"
+        )
+        gone = [row_id for row_id, _ in drop if row_id != marker]
+        try:
+            with self.db.write() as tx:
+                tx.execute("UPDATE log_chunks SET stream = 'sluice', data = ? WHERE id = ?", (line, marker))
+                for i in range(0, len(gone), 500):
+                    part = gone[i : i + 500]
+                    tx.execute(f"DELETE FROM log_chunks WHERE id IN ({','.join('?' * len(part))})", part)
+        except StoreError:  # not now: those rows stay (the log is briefly longer) and go next time
+            self.tail.extendleft(reversed(drop))
+            return
+        self.marker = marker
+        self.dropped += size
+        self.tail_bytes -= size
 
     @staticmethod
     def _lost_line(size: int, why: str) -> str:
@@ -288,9 +354,11 @@ class JobRunner:
         agent: str,
         on_done: Callable[[JobRunner], None],
         plan: dict[str, Any] | None = None,
+        log_limit: int = LOG_LIMIT,
     ):
         self.db = db
         self.root = root
+        self.log_limit = log_limit
         self.job = job
         self.run_row = run
         self.plan = plan if plan is not None else loads(run["plan"])
@@ -392,7 +460,7 @@ class JobRunner:
                 )
                 or 0
             )
-        log = self.log = LogWriter(self.db, self.job["id"], run_id, secrets, seq)
+        log = self.log = LogWriter(self.db, self.job["id"], run_id, secrets, seq, limit=self.log_limit)
         base_env = self._base_env(ctx, workspace, output_file)
         timeout = self.spec.get("timeout")
         deadline = time.monotonic() + timeout if timeout else None

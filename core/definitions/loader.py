@@ -56,6 +56,19 @@ MAX_RETRIES = 100
 MAX_TIMEOUT_S = 366 * 86400  # timeouts: at most a year
 
 
+_SIZE = re.compile(r"(\d+)\s*(KiB|MiB|GiB)?")
+_SIZE_UNITS = {"": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+MIN_LOG_LIMIT = 64 * 1024
+MAX_LOG_LIMIT = 64 * 1024**3
+
+
+def _fmt_size(n: int) -> str:
+    for unit in ("GiB", "MiB", "KiB"):
+        if n % _SIZE_UNITS[unit] == 0:
+            return f"{n // _SIZE_UNITS[unit]}{unit}"
+    return f"{n} bytes"
+
+
 @dataclass(frozen=True)
 class Problem:
     path: str
@@ -180,6 +193,19 @@ class _File:
             return v
         self.err(node, f"{what} must be an integer")
         return None
+
+    def size(self, node: yaml.Node, what: str, minimum: int, maximum: int) -> int | None:
+        """A size in bytes: `104857600`, or with a binary unit, `512KiB`, `100MiB`, `2GiB`."""
+        raw = node.value if isinstance(node, yaml.ScalarNode) else None
+        m = _SIZE.fullmatch(raw.strip()) if isinstance(raw, str) and len(raw) <= 30 else None
+        if m is None:
+            self.err(node, f"{what} must be a size such as 100MiB, 512KiB or a number of bytes")
+            return None
+        value = int(m.group(1)) * _SIZE_UNITS[m.group(2) or ""]
+        if not minimum <= value <= maximum:
+            self.err(node, f"{what} must be between {_fmt_size(minimum)} and {_fmt_size(maximum)}")
+            return None
+        return value
 
     def boolean(self, node: yaml.Node, what: str) -> bool | None:
         if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:bool":
@@ -358,6 +384,7 @@ class _Loader_:
                 "timezone",
                 "database",
                 "capacity",
+                "log_limit",
                 "trust_sluice_user",
                 "groups",
                 "environments",
@@ -386,6 +413,10 @@ class _Loader_:
                 project.database = url
         if "capacity" in m:
             project.capacity = f.integer(m["capacity"][1], "capacity", 1, MAX_COUNT)
+        if "log_limit" in m:
+            limit = f.size(m["log_limit"][1], "log_limit", MIN_LOG_LIMIT, MAX_LOG_LIMIT)
+            if limit is not None:
+                project.log_limit = limit
         if "trust_sluice_user" in m:
             project.trust_sluice_user = bool(f.boolean(m["trust_sluice_user"][1], "trust_sluice_user"))
         if "groups" in m:

@@ -150,6 +150,7 @@ class Project:
     timezone: str | None = None
     database: str | None = None
     capacity: int | None = None
+    log_limit: int = 100 * 1024 * 1024  # a job's stored output, in bytes
     trust_sluice_user: bool = False  # honour SLUICE_USER as the actor (CI, service accounts)
     groups: dict[str, list[str]] = field(default_factory=dict)
     environments: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -87,6 +87,7 @@ class Scheduler:
                 capacity=a.capacity or project.capacity,
                 on_done=self.mark_dirty,
                 self_fence=fence_own,
+                log_limit=project.log_limit,
             )
             for a in specs
         ] or [
@@ -97,6 +98,7 @@ class Scheduler:
                 capacity=project.capacity,
                 on_done=self.mark_dirty,
                 self_fence=fence_own,
+                log_limit=project.log_limit,
             )
         ]
         self.lock = threading.Lock()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import Proj
 from dash import app_for, build, fixed_demo, toasts
 
@@ -444,3 +445,43 @@ def test_nothing_is_sent_to_the_terminal_while_nothing_changes(proj: Proj) -> No
         p.send_signal(signal.SIGHUP)
         p.wait(timeout=10)
         os.close(master)
+
+
+@pytest.mark.sqlite_only("what reaches the terminal, not a data path")
+def test_no_color_on_a_16_colour_terminal_is_readable(proj: Proj) -> None:
+    """`TERM=xterm NO_COLOR=1 sluice tui` drew every row black on black (`ESC[30m` on `ESC[40m`,
+    Textual's greys in 16 colours) and the cursor row was invisible. What reaches the terminal now
+    uses its own colours, and the cursor row is in reverse video."""
+    import fcntl
+    import re
+    import struct
+    import termios
+
+    fixed_demo(proj)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "tui"],
+        cwd=proj.root,
+        env={**proj.env(), "TERM": "xterm", "NO_COLOR": "1"},
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    try:
+        screen = _read_until(master, b"teardown-dns") + _read_until_quiet(master, quiet=1.0)
+    finally:
+        p.send_signal(signal.SIGHUP)
+        p.wait(timeout=10)
+        os.close(master)
+    sgr = [m.group(1).split(b";") for m in re.finditer(rb"\x1b\[([0-9;]*)m", screen)]
+    colours = {
+        code for params in sgr for code in params if code and (30 <= int(code) <= 49 or int(code) >= 90)
+    }
+    assert colours <= {b"39", b"49"}, f"colours sent under NO_COLOR: {sorted(colours)}"
+    cursor = re.search(rb"\x1b\[([0-9;]*)m #1 ", screen)  # the first item, under the cursor
+    assert cursor is not None and b"7" in cursor.group(1).split(b";"), (
+        "the cursor row is not in reverse video"
+    )

@@ -56,3 +56,21 @@ def test_snapshot(snap_compare, proj: Proj, case: str, size: tuple[int, int]) ->
 def test_read_only_footer_has_no_actions(snap_compare, proj: Proj) -> None:
     fixed_demo(proj)
     assert snap_compare(app_for(proj, read_only=True), terminal_size=(80, 24), run_before=steps())
+
+
+# What jump hosts get: 16 colours (TERM=xterm picks the ansi-dark theme) and NO_COLOR (no colour
+# at all: the cursor, focus and the current tab must still show, by reverse video and bold).
+MODE_CASES = ["queue_marked", "runs", "run_view", "confirm_execute", "start_form", "help"]
+
+
+@pytest.mark.sqlite_only("pixels, not data paths: the Pilot tests drive the dashboard on both backends")
+@pytest.mark.parametrize("mode", ["ansi", "no_color"])
+@pytest.mark.parametrize("case", MODE_CASES)
+def test_snapshot_colour_modes(
+    snap_compare, proj: Proj, monkeypatch: pytest.MonkeyPatch, case: str, mode: str
+) -> None:
+    fixed_demo(proj)
+    if mode == "no_color":
+        monkeypatch.setenv("NO_COLOR", "1")
+    app = app_for(proj, theme="ansi-dark")
+    assert snap_compare(app, terminal_size=(80, 24), run_before=CASES[case])

@@ -511,7 +511,11 @@ class SluiceApp(App[None]):
         poll: bool = True,
         theme: str | None = None,
     ):
-        super().__init__()
+        # NO_COLOR: Textual turns colours to greys unless the app draws with native ANSI colours,
+        # and on a 16-colour terminal those greys come out black on black. With ansi_color set it
+        # drops colours for the terminal's own defaults instead; app.tcss then shows the cursor,
+        # focus and the current tab with reverse video and bold (the `:nocolor` rules).
+        super().__init__(ansi_color=True if os.environ.get("NO_COLOR") is not None else None)
         self.svc = svc
         self.read_only = read_only
         self.start_engine = start_engine

@@ -485,3 +485,33 @@ def test_no_color_on_a_16_colour_terminal_is_readable(proj: Proj) -> None:
     assert cursor is not None and b"7" in cursor.group(1).split(b";"), (
         "the cursor row is not in reverse video"
     )
+
+
+def test_enter_enter_on_a_workflow_never_starts_a_run(proj: Proj) -> None:
+    """Enter opened the start form with Start focused (no inputs, or inputs with defaults), so a
+    second Enter started a run. Now Cancel has the focus: Enter, Enter starts nothing."""
+    proj.write("workflows/bare.yaml", "name: bare\njobs: {j: {steps: [{run: 'true'}]}}\n")
+    proj.write(
+        "workflows/defaults.yaml",
+        "name: defaults\ninputs: {v: {default: '1'}}\njobs: {j: {steps: [{run: 'true'}]}}\n",
+    )
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("4")
+            await settle(pilot, app)
+            for _ in range(2):  # bare, then defaults
+                await pilot.press("enter")
+                await settle(pilot, app)
+                assert app.screen.query_one("#cancel").has_focus
+                await pilot.press("enter")
+                await settle(pilot, app)
+                assert app.screen is app.screen_stack[0]  # the form closed: cancelled
+                await pilot.press("down")
+            await pilot.press("s", "tab", "enter")  # deliberately: s, to Start, Enter
+            await settle(pilot, app)
+
+    run(go())
+    runs = proj.service().db.all("SELECT target FROM runs")
+    assert runs == [{"target": "defaults"}]  # only the deliberate start

@@ -790,7 +790,7 @@ class SluiceApp(App[None]):
             given = {k: v for k, v in values.items() if v != ""}
             self.act(lambda: self.svc.run_workflow(workflow, given), f"started a run of {workflow}")
 
-        self.push_screen(FormScreen(f"Start a run of {workflow}", fields, "Start"), done)
+        self.push_screen(FormScreen(f"Start a run of {workflow}", fields, "Start", starts_work=True), done)
 
     def show_help(self, title: str, node: Any) -> None:
         keys: list[tuple[str, str]] = []

@@ -52,9 +52,20 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="form.cancel")]
 
-    def __init__(self, title: str, fields: list[dict[str, Any]], submit: str = "OK", note: str = ""):
-        """fields: [{name, label, placeholder, value, required}]"""
+    def __init__(
+        self,
+        title: str,
+        fields: list[dict[str, Any]],
+        submit: str = "OK",
+        note: str = "",
+        *,
+        starts_work: bool = False,
+    ):
+        """fields: [{name, label, placeholder, value, required}]. `starts_work`: submitting starts
+        something (a run), so a bare Enter must never submit: Cancel has the focus unless a required
+        field is still empty (Enter there only says it is required)."""
         super().__init__()
+        self.starts_work = starts_work
         self.title_text = title
         self.fields = fields
         self.submit = submit
@@ -80,9 +91,12 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
                 yield Button(self.submit, id="submit", variant="primary")
 
     def on_mount(self) -> None:
-        inputs = self.query(Input)
-        if inputs:
-            inputs.first().focus()
+        inputs = list(self.query(Input))
+        if self.starts_work:
+            empty = [i for i, f in zip(inputs, self.fields, strict=True) if f.get("required") and not i.value]
+            (empty[0] if empty else self.query_one("#cancel", Button)).focus()
+        elif inputs:
+            inputs[0].focus()
         else:
             self.query_one("#submit", Button).focus()
 

@@ -515,3 +515,32 @@ def test_enter_enter_on_a_workflow_never_starts_a_run(proj: Proj) -> None:
     run(go())
     runs = proj.service().db.all("SELECT target FROM runs")
     assert runs == [{"target": "defaults"}]  # only the deliberate start
+
+
+def test_tab_switches_panes_and_help_lists_quit_once(proj: Proj) -> None:
+    """README and `?` said tab switches panes; the screen's own tab (focus) took the key instead.
+    And help listed q, ctrl+q (XON on many terminals) and ctrl+c as three ways to quit."""
+    fixed_demo(proj)
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            seen = [app.active]
+            for key in ("tab", "tab", "tab", "tab", "shift+tab"):
+                await pilot.press(key)
+                await settle(pilot, app)
+                seen.append(app.active)
+            assert seen == ["queue", "runs", "agents", "workflows", "queue", "workflows"]
+            await pilot.press("question_mark")
+            await settle(pilot, app)
+            text = "\n".join(str(s.render()) for s in app.screen.query("Static"))
+            assert "ctrl+q" not in text and "ctrl+c" not in text
+            assert [ln.split()[0] for ln in text.splitlines() if ln.strip().endswith("quit")] == ["q"]
+            await pilot.press("escape", "4", "s")  # in a dialog, tab still moves between its fields
+            await settle(pilot, app)
+            before = app.focused
+            await pilot.press("tab")
+            assert app.focused is not before and app.active == "workflows"
+
+    run(go())

@@ -498,8 +498,9 @@ class SluiceApp(App[None]):
         Binding("2", "show_pane('runs')", "Runs", show=False, id="app.runs"),
         Binding("3", "show_pane('agents')", "Agents", show=False, id="app.agents"),
         Binding("4", "show_pane('workflows')", "Workflows", show=False, id="app.workflows"),
-        Binding("tab", "next_pane", "Next pane", show=False, id="app.next"),
-        Binding("shift+tab", "previous_pane", "Previous pane", show=False, id="app.previous"),
+        # priority: the screen's own tab (move the focus) would otherwise take the key first
+        Binding("tab", "next_pane", "Next pane", show=False, id="app.next", priority=True),
+        Binding("shift+tab", "previous_pane", "Previous pane", show=False, id="app.previous", priority=True),
     ]
 
     def __init__(
@@ -579,10 +580,16 @@ class SluiceApp(App[None]):
         self.kick()
 
     def action_next_pane(self) -> None:
+        if self.screen is not self.screen_stack[0]:  # a dialog or the run view: tab moves the focus there
+            self.screen.focus_next()
+            return
         ids = [p for _, p, _ in PANES]
         self.action_show_pane(ids[(ids.index(self.active) + 1) % len(ids)])
 
     def action_previous_pane(self) -> None:
+        if self.screen is not self.screen_stack[0]:
+            self.screen.focus_previous()
+            return
         ids = [p for _, p, _ in PANES]
         self.action_show_pane(ids[(ids.index(self.active) - 1) % len(ids)])
 
@@ -796,9 +803,15 @@ class SluiceApp(App[None]):
         keys: list[tuple[str, str]] = []
         seen: set[str] = set()
         for n in [node, *node.ancestors_with_self] if hasattr(node, "ancestors_with_self") else [node]:
-            inherited = [b for cls in type(n).__mro__ for b in cls.__dict__.get("BINDINGS", [])]
+            # our own keys only: Textual's (ctrl+q, ctrl+c, tab as focus) would list quit three ways
+            inherited = [
+                b
+                for cls in type(n).__mro__
+                if cls.__module__.startswith("tui.")
+                for b in cls.__dict__.get("BINDINGS", [])
+            ]
             for b in inherited:
-                if not isinstance(b, Binding) or b.key in seen:
+                if not isinstance(b, Binding) or b.key in seen or b.action in SUMMARISED:
                     continue
                 if hasattr(n, "check_action") and n.check_action(b.action, ()) is False:
                     continue
@@ -806,6 +819,18 @@ class SluiceApp(App[None]):
                 keys.append((b.key.replace("question_mark", "?").replace("slash", "/"), b.description))
         keys += [("1-4, tab", "switch panes"), ("ctrl+p", "command palette"), ("q", "quit")]
         self.push_screen(HelpScreen(f"Keys · {title}", keys))
+
+
+# listed once at the end of the help, not binding by binding
+SUMMARISED = (
+    "quit",
+    "next_pane",
+    "previous_pane",
+    "show_pane('queue')",
+    "show_pane('runs')",
+    "show_pane('agents')",
+    "show_pane('workflows')",
+)
 
 
 def _few_colours() -> bool:

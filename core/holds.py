@@ -63,6 +63,36 @@ def _check_approver(svc: Service, row: dict[str, Any], actor: str, verb: str) ->
     return hold
 
 
+def release_form(
+    svc: Service,
+    job: str,
+    *,
+    run_id: int | None = None,
+    workflow: str | None = None,
+    actor: str | None = None,
+) -> dict[str, Any]:
+    """What releasing JOB asks for (prompt, fields), checked before anyone types: an actor who may
+    not release is refused now, not after filling in the form."""
+    actor = actor or identity.actor()
+    row = _candidate(svc, job, run_id, workflow)
+    hold = _check_approver(svc, row, actor, "release")
+    return {
+        "run_id": row["run_id"],
+        "job": row["name"],
+        "prompt": hold.get("prompt") or "",
+        "fields": hold.get("fields") or {},
+    }
+
+
+def field_problem(fields: dict[str, Any], given: dict[str, str]) -> tuple[str | None, str] | None:
+    """The first field value the release would refuse, as (field name, one line), or None."""
+    try:
+        validate_inputs({k: spec_from(v) for k, v in fields.items()}, given, what="field")
+    except InputError as e:
+        return e.name, str(e)
+    return None
+
+
 def release(
     svc: Service,
     job: str,

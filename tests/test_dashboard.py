@@ -128,19 +128,54 @@ def test_release_with_comment_and_field(proj: Proj) -> None:
     assert '"ticket":"CHG-9"' in ship["fields"]
 
 
-def test_release_with_bad_field_is_refused_in_a_notification(proj: Proj) -> None:
+def test_a_refused_field_keeps_the_form_and_what_was_typed(proj: Proj) -> None:
+    """A refused value closed the dialog and the comment was lost. Now the form stays, says which
+    field and why, puts the cursor there, and the corrected release goes through."""
     fixed_demo(proj)
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("2")
+            await settle(pilot, app)
+            await pilot.press("r", *"checked by hand", "enter", *"nope", "enter")
+            await settle(pilot, app)
+            from tui.screens.modals import FormScreen
+
+            form = app.screen
+            assert isinstance(form, FormScreen)  # still open
+            error = str(form.query_one("#dialog-error").render())
+            assert "field 'ticket'" in error and "does not match pattern" in error
+            assert form.values() == {"comment": "checked by hand", "f.ticket": "nope"}  # nothing lost
+            assert app.focused is form.query_one("#field-1")  # the ticket field
+            await pilot.press(*["backspace"] * 4, *"CHG-12", "enter")
+            await settle(pilot, app)
+
+    run(go())
+    ship = proj.service().db.one("SELECT * FROM jobs WHERE run_id = 2 AND name = 'ship'")
+    assert ship["status"] == "waiting" and ship["comment"] == "checked by hand"
+    assert '"ticket":"CHG-12"' in ship["fields"]
+
+
+def test_a_non_approver_is_refused_before_the_release_form(proj: Proj) -> None:
+    proj.write(
+        "workflows/w.yaml",
+        "name: w\njobs: {ship: {hold: {approvers: [carol], fields: {ticket: {required: true}}}, "
+        "steps: [{run: 'true'}]}}\n",
+    )
+    proj.ok("workflow", "run", "w")
 
     async def go() -> None:
         app = app_for(proj)
         async with app.run_test(size=(80, 24), notifications=True) as pilot:
             await pilot.press("2")
             await settle(pilot, app)
-            await pilot.press("r", "enter", *"nope", "enter")
-            await settle(pilot, app, until=lambda: any("does not match pattern" in t for t in toasts(app)))
+            await pilot.press("r")
+            await settle(pilot, app, until=lambda: any("may not release ship" in t for t in toasts(app)))
+            assert app.screen is app.screen_stack[0]  # no form to fill in for nothing
 
     run(go())
-    assert proj.service().db.scalar("SELECT status FROM jobs WHERE run_id = 2 AND name = 'ship'") == "held"
+    assert proj.service().db.scalar("SELECT status FROM jobs WHERE name = 'ship'") == "held"
 
 
 def test_reject_asks_for_a_reason(proj: Proj) -> None:

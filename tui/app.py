@@ -714,12 +714,13 @@ class SluiceApp(App[None]):
             raise SluiceError("nothing could start")
 
     def release_flow(self, run_id: int, job: str) -> None:
-        run = self.svc.run_row(run_id)
-        from core.store.db import loads
-
-        hold = (loads(run["plan"])["jobs"].get(job.split("[")[0]) or {}).get("hold") or {}
+        try:  # a refusal that needs no typing (not an approver) is said before the form opens
+            hold = holds.release_form(self.svc, job, run_id=run_id)
+        except (SluiceError, StoreError) as e:
+            self.notify(getattr(e, "message", str(e)), severity="error", timeout=8)
+            return
         fields = [{"name": "comment", "label": "Comment"}]
-        for name, spec in (hold.get("fields") or {}).items():
+        for name, spec in hold["fields"].items():
             fields.append(
                 {
                     "name": f"f.{name}",
@@ -730,7 +731,12 @@ class SluiceApp(App[None]):
                     "secret": spec.get("secret"),
                 }
             )
-        prompt = hold.get("prompt") or ""
+        prompt = hold["prompt"]
+
+        def check(values: dict[str, str]) -> tuple[str | None, str] | None:
+            given = {k[2:]: v for k, v in values.items() if k.startswith("f.") and v != ""}
+            problem = holds.field_problem(hold["fields"], given)
+            return (f"f.{problem[0]}", problem[1]) if problem else None
 
         def done(values: dict[str, str] | None) -> None:
             if values is None:
@@ -742,7 +748,10 @@ class SluiceApp(App[None]):
                 f"released {job} in run #{run_id}",
             )
 
-        self.push_screen(FormScreen(f"Release {job} in run #{run_id}?", fields, "Release", note=prompt), done)
+        self.push_screen(
+            FormScreen(f"Release {job} in run #{run_id}?", fields, "Release", note=prompt, validate=check),
+            done,
+        )
 
     def reject_flow(self, run_id: int, job: str) -> None:
         def done(values: dict[str, str] | None) -> None:

@@ -16,7 +16,11 @@ PATTERN_TIMEOUT_S = 0.1
 
 
 class InputError(ValueError):
-    pass
+    """One clear line; `name` is the input or field it is about (a form shows it there)."""
+
+    def __init__(self, message: str, name: str | None = None):
+        super().__init__(message)
+        self.name = name
 
 
 @functools.lru_cache(maxsize=256)
@@ -113,18 +117,19 @@ def validate_inputs(
     for key in given:
         if key not in specs:
             known = ", ".join(specs) or "none"
-            raise InputError(f"unknown {what} '{key}'{did_you_mean(key, specs)} (known: {known})")
+            raise InputError(f"unknown {what} '{key}'{did_you_mean(key, specs)} (known: {known})", key)
     for name, spec in specs.items():
         if name in given and given[name] is not None:
             try:
                 out[name] = coerce_one(spec, given[name])
             except ValueError as e:
-                raise InputError(f"{what} '{name}': {e}") from None
+                raise InputError(f"{what} '{name}': {e}", name) from None
         elif spec.default is not None:
             out[name] = spec.default
         elif spec.required:
             raise InputError(
-                f"missing required {what} '{name}' (pass --{'field' if what == 'field' else 'input'} {name}=VALUE)"
+                f"missing required {what} '{name}' (pass --{'field' if what == 'field' else 'input'} {name}=VALUE)",
+                name,
             )
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from textual.app import ComposeResult
@@ -60,12 +61,14 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
         note: str = "",
         *,
         starts_work: bool = False,
+        validate: Callable[[dict[str, str]], tuple[str | None, str] | None] | None = None,
     ):
         """fields: [{name, label, placeholder, value, required}]. `starts_work`: submitting starts
         something (a run), so a bare Enter must never submit: Cancel has the focus unless a required
         field is still empty (Enter there only says it is required)."""
         super().__init__()
         self.starts_work = starts_work
+        self.validate = validate  # (field name, why) for a value the use case would refuse: the form stays
         self.title_text = title
         self.fields = fields
         self.submit = submit
@@ -122,6 +125,14 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
         missing = [f["label"] for f in self.fields if f.get("required") and not values[f["name"]].strip()]
         if missing:
             self.query_one("#dialog-error", Static).update(f"required: {', '.join(missing)}")
+            return
+        problem = self.validate(values) if self.validate else None
+        if problem is not None:  # keep what was typed; say which field, and put the cursor there
+            name, why = problem
+            self.query_one("#dialog-error", Static).update(why)
+            names = [f["name"] for f in self.fields]
+            if name in names:
+                self.query_one(f"#field-{names.index(name)}", Input).focus()
             return
         self.dismiss(values)
 

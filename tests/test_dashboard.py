@@ -469,7 +469,9 @@ def test_nothing_is_sent_to_the_terminal_while_nothing_changes(proj: Proj) -> No
     os.close(slave)
     try:
         assert b"teardown-dns" in _read_until(master, b"teardown-dns")  # it painted the queue
-        _read_until_quiet(master, quiet=1.0)  # the first paint is done (the rest of it, if any)
+        # the first paint is done (the rest of it, if any): 2 s of quiet, as a starved CPU can pause
+        # a paint for a second
+        _read_until_quiet(master, quiet=2.0)
         # A window where nothing may be sent is a span of time by nature: 3 s are six polls of the
         # dashboard (every 0.5 s), each of which would send any difference it found.
         idle = _read_for(master, 3.0)
@@ -579,3 +581,49 @@ def test_tab_switches_panes_and_help_lists_quit_once(proj: Proj) -> None:
             assert app.focused is not before and app.active == "workflows"
 
     run(go())
+
+
+def test_keys_typed_ahead_over_a_slow_link_land_in_the_field_they_were_aimed_at(proj: Proj) -> None:
+    """`abc⏎pass⏎` arriving in one burst gave the comment `abcpass` and an empty field: the focus
+    moved only when the Input's Submitted message came round, after the keys that followed."""
+    import fcntl
+    import struct
+    import termios
+
+    proj.write(
+        "workflows/w.yaml",
+        "name: w\njobs: {gate: {hold: {fields: {word: {required: true}}}, steps: [{run: 'true'}]}}\n",
+    )
+    proj.ok("workflow", "run", "w")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "tui"],
+        cwd=proj.root,
+        env={**proj.env(), "TERM": "xterm"},
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    svc = proj.service()
+    try:
+        _read_until(master, b"Queue")
+        os.write(master, b"2")
+        _read_until(master, b"on_hold")
+        os.write(master, b"r")
+        _read_until(master, b"Release gate")
+        os.write(master, b"abc\rpass\r")  # one burst, as a laggy SSH link delivers it
+        # keep reading what the dashboard draws (a full pty would block it) until the release is stored
+        proj.wait_for(
+            lambda: _read_for(master, 0.1) is not None and svc.job_rows(1)[0]["released_by"],
+            what="the release",
+        )
+    finally:
+        p.send_signal(signal.SIGHUP)
+        p.wait(timeout=10)
+        os.close(master)
+    gate = svc.job_rows(1)[0]
+    assert gate["comment"] == "abc"
+    assert gate["fields"] == '{"word":"pass"}'

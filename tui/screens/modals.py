@@ -51,7 +51,13 @@ class ConfirmScreen(ModalScreen[bool]):
 class FormScreen(ModalScreen[dict[str, str] | None]):
     """A small form: one Input per field; enter submits, escape cancels."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="form.cancel")]
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="form.cancel"),
+        # Enter is handled here, as a key, not when the Input's Submitted message arrives: over a
+        # laggy link "abc⏎pass" comes in one burst, and keys typed after the Enter must land in
+        # the next field, so the focus has to move before the next key is dispatched.
+        Binding("enter", "enter", "Next field / submit", show=False, priority=True, id="form.enter"),
+    ]
 
     def __init__(
         self,
@@ -106,11 +112,18 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
     def values(self) -> dict[str, str]:
         return {f["name"]: self.query_one(f"#field-{i}", Input).value for i, f in enumerate(self.fields)}
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
+    def action_enter(self) -> None:
+        focused = self.focused
+        if isinstance(focused, Button):
+            focused.press()
+            return
         inputs = list(self.query(Input))
-        i = inputs.index(event.input)
-        if i + 1 < len(inputs):
-            inputs[i + 1].focus()
+        if isinstance(focused, Input) and focused in inputs and inputs.index(focused) + 1 < len(inputs):
+            self.set_focus(inputs[inputs.index(focused) + 1])  # at once, not after a refresh
+        elif focused is not None:
+            # the keys typed before this Enter may still wait in the field's own queue: submit
+            # after them, so the values are what was typed
+            focused.call_later(self._submit)
         else:
             self._submit()
 

@@ -405,6 +405,18 @@ def test_sighup_ends_the_dashboard_and_runs_go_on(proj: Proj) -> None:
     assert svc.wait_run(1)["status"] == "succeeded"  # ...to its end
 
 
+def _hang_up(p: subprocess.Popen[bytes]) -> None:
+    """The terminal goes away (SIGHUP). A dashboard that does not end within 10 s is killed, so a
+    failing test leaves nothing spinning behind it, and the test still fails."""
+    p.send_signal(signal.SIGHUP)
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+        raise
+
+
 def plain(screen: bytes) -> bytes:
     """What a terminal stream says without its control sequences: a word drawn in two pieces (under
     NO_COLOR every segment carries its own SGR reset, and a partial repaint moves the cursor) reads whole."""
@@ -487,8 +499,7 @@ def test_nothing_is_sent_to_the_terminal_while_nothing_changes(proj: Proj) -> No
         proj.ok("workflow", "queue", "release", "-i", "version=v8")  # a change from another terminal
         assert b"v8" in plain(_read_until(master, b"v8"))  # and a change is sent
     finally:
-        p.send_signal(signal.SIGHUP)
-        p.wait(timeout=10)
+        _hang_up(p)
         os.close(master)
 
 
@@ -518,8 +529,7 @@ def test_no_color_on_a_16_colour_terminal_is_readable(proj: Proj) -> None:
     try:
         screen = _read_until(master, b"teardown-dns") + _read_until_quiet(master, quiet=1.0)
     finally:
-        p.send_signal(signal.SIGHUP)
-        p.wait(timeout=10)
+        _hang_up(p)
         os.close(master)
     sgr = [m.group(1).split(b";") for m in re.finditer(rb"\x1b\[([0-9;]*)m", screen)]
     colours = {
@@ -629,8 +639,7 @@ def test_keys_typed_ahead_over_a_slow_link_land_in_the_field_they_were_aimed_at(
             what="the release",
         )
     finally:
-        p.send_signal(signal.SIGHUP)
-        p.wait(timeout=10)
+        _hang_up(p)
         os.close(master)
     gate = svc.job_rows(1)[0]
     assert gate["comment"] == "abc"

@@ -383,17 +383,7 @@ def test_sighup_ends_the_dashboard_and_runs_go_on(proj: Proj) -> None:
         'name: w\njobs: {j: {steps: [{run: "until [ -e go ]; do sleep 0.05; done; echo done"}]}}\n',
     )
     proj.ok("workflow", "run", "w", "--detach")
-    master, slave = pty.openpty()
-    p = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "tui"],
-        cwd=proj.root,
-        env={**proj.env(), "TERM": "xterm"},
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-    )
-    os.close(slave)
+    p, master = _dashboard_on_pty(proj)
     assert b"Queue" in plain(_read_until(master, b"Queue"))  # the dashboard is up and painted
     assert p.poll() is None
     os.close(master)  # the terminal goes away
@@ -403,6 +393,28 @@ def test_sighup_ends_the_dashboard_and_runs_go_on(proj: Proj) -> None:
     assert svc.run_view(1)["status"] == "running"  # the run goes on without the dashboard...
     (proj.root / "go").touch()
     assert svc.wait_run(1)["status"] == "succeeded"  # ...to its end
+
+
+def _dashboard_on_pty(proj: Proj, **env: str) -> tuple[subprocess.Popen[bytes], int]:
+    """The real `sluice tui` on an 80x24 pseudo-terminal (TERM=xterm): the process and the master
+    side to read what it draws and to type into."""
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "tui"],
+        cwd=proj.root,
+        env={**proj.env(), "TERM": "xterm", **env},
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    return p, master
 
 
 def _hang_up(p: subprocess.Popen[bytes]) -> None:
@@ -471,22 +483,7 @@ def _read_for(fd: int, seconds: float) -> bytes:
 def test_nothing_is_sent_to_the_terminal_while_nothing_changes(proj: Proj) -> None:
     fixed_demo(proj)
     proj.ok("engine", "start")
-    master, slave = pty.openpty()
-    import fcntl
-    import struct
-    import termios
-
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    p = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "tui"],
-        cwd=proj.root,
-        env={**proj.env(), "TERM": "xterm"},
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-    )
-    os.close(slave)
+    p, master = _dashboard_on_pty(proj)
     try:
         assert b"teardown-dns" in plain(_read_until(master, b"teardown-dns"))  # it painted the queue
         # the first paint is done (the rest of it, if any): 2 s of quiet, as a starved CPU can pause
@@ -508,24 +505,10 @@ def test_no_color_on_a_16_colour_terminal_is_readable(proj: Proj) -> None:
     """`TERM=xterm NO_COLOR=1 sluice tui` drew every row black on black (`ESC[30m` on `ESC[40m`,
     Textual's greys in 16 colours) and the cursor row was invisible. What reaches the terminal now
     uses its own colours, and the cursor row is in reverse video."""
-    import fcntl
     import re
-    import struct
-    import termios
 
     fixed_demo(proj)
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    p = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "tui"],
-        cwd=proj.root,
-        env={**proj.env(), "TERM": "xterm", "NO_COLOR": "1"},
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-    )
-    os.close(slave)
+    p, master = _dashboard_on_pty(proj, NO_COLOR="1")
     try:
         screen = _read_until(master, b"teardown-dns") + _read_until_quiet(master, quiet=1.0)
     finally:
@@ -604,27 +587,13 @@ def test_tab_switches_panes_and_help_lists_quit_once(proj: Proj) -> None:
 def test_keys_typed_ahead_over_a_slow_link_land_in_the_field_they_were_aimed_at(proj: Proj) -> None:
     """`abc⏎pass⏎` arriving in one burst gave the comment `abcpass` and an empty field: the focus
     moved only when the Input's Submitted message came round, after the keys that followed."""
-    import fcntl
-    import struct
-    import termios
 
     proj.write(
         "workflows/w.yaml",
         "name: w\njobs: {gate: {hold: {fields: {word: {required: true}}}, steps: [{run: 'true'}]}}\n",
     )
     proj.ok("workflow", "run", "w")
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    p = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "tui"],
-        cwd=proj.root,
-        env={**proj.env(), "TERM": "xterm"},
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-    )
-    os.close(slave)
+    p, master = _dashboard_on_pty(proj)
     svc = proj.service()
     try:
         _read_until(master, b"Queue")

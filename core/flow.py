@@ -31,6 +31,7 @@ def pause(svc: Service, workflow: str, reason: str, actor: str | None = None) ->
     if not reason or not reason.strip():
         raise Invalid("a reason is required to pause (--reason TEXT)")
     with svc.db.write() as tx:
+        gates.lock_workflow(tx, wf.name)  # two pauses at once: the second finds it paused
         gates.ensure_state(tx, wf.name)
         st = gates.workflow_state(tx, wf.name)
         if st and st["paused"]:
@@ -55,6 +56,7 @@ def unpause(svc: Service, workflow: str, actor: str | None = None) -> dict[str, 
     actor = actor or identity.actor()
     wf = svc.workflow(workflow)
     with svc.db.write() as tx:
+        gates.lock_workflow(tx, wf.name)
         st = gates.workflow_state(tx, wf.name)
         if not st or not st["paused"]:
             raise Refused(f"workflow {wf.name} is not paused")
@@ -76,6 +78,7 @@ def unlock(svc: Service, workflow: str, actor: str | None = None) -> dict[str, A
             f"workflow {wf.name} has lock: {wf.lock}; only until_success locks are unlocked by hand"
         )
     with svc.db.write() as tx:
+        gates.lock_workflow(tx, wf.name)  # no run of it starts or records its end meanwhile
         st = gates.workflow_state(tx, wf.name)
         holder = gates.lock_holder(tx, wf.name, wf.lock, st)
         if holder is None:

@@ -2,7 +2,10 @@
 
 Exactly-once is the database's job: a partial unique index allows one queued item per
 kind + target + inputs, and an item becomes a run in the same transaction that flips its
-status from `queued`, so two terminals executing the same items start each once.
+status from `queued`, so two terminals executing the same items start each once. On
+PostgreSQL the executing transaction locks the item's row before it looks at it, so the
+second terminal waits, then finds it executed (it neither starts it again nor reports it
+refused by the run the first one started).
 """
 
 from __future__ import annotations
@@ -362,7 +365,7 @@ def execute(
 
 def _execute_one(svc: Service, item_id: int, actor: str, trigger: str) -> Outcome:
     with svc.db.write() as tx:
-        row = tx.one("SELECT * FROM queue_items WHERE id = ?", (item_id,))
+        row = tx.one(f"SELECT * FROM queue_items WHERE id = ?{tx.for_update}", (item_id,))
         assert row is not None
         view = item_view(row, _specs(svc, row["kind"], row["target"]))
         if row["status"] != "queued":

@@ -48,6 +48,28 @@ def record_event(
     )
 
 
+def record_events(tx: Tx, events: list[dict[str, Any]]) -> None:
+    """Several events in one round trip: each a dict of record_event's arguments."""
+    t = now()
+    tx.insert_many(
+        "events",
+        [
+            {
+                "at": t,
+                "actor": e["actor"],
+                "kind": e["kind"],
+                "run_id": e.get("run_id"),
+                "job_id": e.get("job_id"),
+                "item_id": e.get("item_id"),
+                "workflow": e.get("workflow"),
+                "message": e.get("message", ""),
+                "details": dumps(e.get("details") or {}),
+            }
+            for e in events
+        ],
+    )
+
+
 def create_run(
     tx: Tx,
     plan: Plan,
@@ -82,15 +104,17 @@ def create_run(
             "queue_item_id": queue_item_id,
             "cancel_requested": 0,
             "natural_at": min(stamps) if stamps else t,
+            "environment": plan.get("environment"),
         },
     )
     for m in mats:
         tx.insert("materials", {"run_id": run_id, **m})
+    rows = []
     for name, job in plan["jobs"].items():
         n = job.get("parallelism") or 1
+        resources = sorted(job.get("resources") or [])
         for i in range(n):
-            tx.insert(
-                "jobs",
+            rows.append(
                 {
                     "run_id": run_id,
                     "name": f"{name}[{i}]" if n > 1 else name,
@@ -102,8 +126,10 @@ def create_run(
                     "outputs": "{}",
                     "claim_token": 0,
                     "group_name": job.get("group"),
-                },
+                    "resources": dumps(resources) if resources else None,
+                }
             )
+    tx.insert_many("jobs", rows)
     shown = masked({k: spec_from(v) for k, v in plan["inputs"].items()}, inputs)
     record_event(
         tx,
@@ -473,9 +499,19 @@ class Service:
         times the store recorded. Output is read after the job rows, so a job seen ended has
         all its output read; output written after the job rows were read, or by a job whose
         start is not known yet, waits for the next poll.
+
+        Each poll reads what changed since the last one, not the whole run (_JobWatch): the run
+        row, the jobs named by the events committed since, and about once a second the reasons
+        that change without an event. Output is read per job by `seq` (each job's chunks are
+        written in order by one writer, a retry continuing the count), from the jobs running or
+        just changed, so a chunk that commits late with a smaller id is never passed over.
         """
+        import heapq
         import time
 
+        watch = _JobWatch(self.db, run_id)
+        last_seq: dict[int, int] = {}  # job id -> the last seq of its output read
+        postponed: dict[int, dict[str, Any]] = {}  # rows whose start or end came after the cutoff
         seen: dict[int, tuple[str, str | None]] = {}
         shown_start: dict[int, float] = {}  # job id -> the started_at already shown
         waiting: list[dict[str, Any]] = []  # output held back for the next poll
@@ -504,15 +540,30 @@ class Service:
             yield from until(at, 1)
             yield "log", c
 
-        after = 0
         while True:
-            run = self.run_row(run_id)
+            run = self.run_row(run_id)  # before the events: a run seen final has every job change in them
             snapshot = now()
-            jobs = self.job_rows(run_id)
             final = run["status"] in FINAL_RUN
+            stopping = final or (stop_on_hold and run["status"] == "on_hold")
+            cutoff = None if stopping else snapshot  # what happened after it is shown next poll
+            fresh = watch.changed(thorough=stopping)
+            again, postponed = postponed, {}
+            jobs = sorted(
+                {**again, **{j["id"]: j for j in fresh}}.values(), key=lambda r: (r["position"], r["id"])
+            )
             timed.clear()
             later: list[dict[str, Any]] = []  # holds, waits, reasons: after everything else
             for j in jobs:
+                if cutoff is not None and j["id"] not in again:
+                    # a start or an end after the cutoff waits for the next poll (once), as output
+                    # written after it does, so that a job's end never comes before its output
+                    begin = j["started_at"] if j["status"] not in ("pending", "waiting", "held") else None
+                    end = j["finished_at"] if j["status"] in FINAL_JOB else None
+                    if (begin or 0.0) > cutoff or (end or 0.0) > cutoff:
+                        postponed[j["id"]] = j
+                        if begin is None or begin > cutoff or shown_start.get(j["id"]) == begin:
+                            continue
+                        j = {**j, "status": "running", "reason": None}  # its start now, its end next poll
                 key = (j["status"], j["reason"])
                 changed = seen.get(j["id"]) != key
                 seen[j["id"]] = key
@@ -532,26 +583,95 @@ class Service:
             timed.sort(key=lambda e: e[:3])
             starts.clear()
             starts.update({e[3]["id"]: e[0] for e in timed if e[1] == 0})
-            held_back = waiting[:]
+            held_back = sorted(waiting, key=lambda c: c["id"])
             waiting.clear()
-            for c in held_back:
-                yield from place(c, None)
-            while True:
-                batch = self.log_chunks(run_id, after=after, limit=FOLLOW_BATCH)
-                for c in batch:
-                    after = c["id"]
-                    yield from place(c, None if final else snapshot)
-                if len(batch) < FOLLOW_BATCH:
-                    break
+            # output of the jobs that may have written some: running, or changed in this poll
+            # (ended, retried) after having started; the others' is read once their start is
+            active = {i for i, r in watch.rows.items() if r["status"] == "running"}
+            active.update(j["id"] for j in fresh if j["started_at"] is not None)
+
+            def read(active: set[int]) -> Iterator[dict[str, Any]]:
+                for c in _new_chunks(self.db, {i: last_seq.get(i, 0) for i in sorted(active)}):
+                    last_seq[c["job_id"]] = max(last_seq.get(c["job_id"], 0), c["seq"])
+                    c["job"] = watch.rows[c["job_id"]]["name"]
+                    yield c
+
+            # what was held back goes among what is read now, by id: an output read now can be
+            # older than one held back, and must not come after the end of its job
+            again_ids = {c["id"] for c in held_back}
+            for c in heapq.merge(held_back, read(active), key=lambda c: c["id"]):
+                yield from place(c, None if c["id"] in again_ids else cutoff)
             yield from until(float("inf"), 3)
             for j in later:
                 yield "job", j
-            if final or (stop_on_hold and run["status"] == "on_hold"):
+            if stopping:
                 for c in waiting:  # never drop output
                     yield "log", c
-                yield "run", self.run_view(run_id)
+                yield "run", watch.final_view(run) if final else self.run_view(run_id)
                 return
             time.sleep(poll)
+
+    def wait_runs(
+        self, run_ids: list[int], *, poll: float = 0.1, stop_on_hold: bool = False
+    ) -> Iterator[RunView]:
+        """Yield the view of each run as it finishes (or waits on a hold), until all have.
+
+        One loop for all of them: each poll reads the events committed since the last (those
+        that end a run, or hold one), then the rows of the runs they name; a slower sweep reads
+        the runs that are done and were not seen so (a safety net: it returns only those)."""
+        import time
+
+        done = set(FINAL_RUN) | ({"on_hold"} if stop_on_hold else set())
+        kinds = sorted({f"run.{s}" for s in FINAL_RUN} | ({"job.held"} if stop_on_hold else set()))
+        left = list(dict.fromkeys(run_ids))
+        cursor = self.db.event_cursor()  # before the first look: nothing committed after it is missed
+        for part in _batches(left, ID_BATCH):
+            found = {r["id"] for r in self.db.all(f"SELECT id FROM runs WHERE id IN ({_marks(part)})", part)}
+            missing = [i for i in part if i not in found]
+            if missing:
+                raise NotFound(f"no run #{missing[0]}")
+        look, swept = left, time.monotonic()
+        while True:
+            ended: list[int] = []
+            for part in _batches(look, ID_BATCH):
+                ended += [
+                    r["id"]
+                    for r in self.db.all(
+                        f"SELECT id FROM runs WHERE id IN ({_marks(part)}) AND status IN ({_marks(done)})",
+                        (*part, *sorted(done)),
+                    )
+                ]
+            if ended:
+                gone = set(ended)
+                left = [i for i in left if i not in gone]
+                yield from self._run_views(sorted(gone))
+            if not left:
+                return
+            time.sleep(poll)
+            events, cursor = self.db.events_since(
+                cursor, f"kind IN ({_marks(kinds)}) AND run_id IS NOT NULL", kinds, "run_id"
+            )
+            named = {e["run_id"] for e in events}
+            look = [i for i in left if i in named]
+            if time.monotonic() - swept >= RUNS_SWEEP_EVERY:
+                look, swept = left, time.monotonic()
+
+    def _run_views(self, ids: list[int]) -> Iterator[RunView]:
+        """The views of these runs, a batch of them at a time."""
+        for part in _batches(ids, ID_BATCH):
+            marks = _marks(part)
+            runs = self.db.all(f"SELECT * FROM runs WHERE id IN ({marks}) ORDER BY id", part)
+            jobs: dict[int, list[dict[str, Any]]] = {i: [] for i in part}
+            for j in self.db.all(f"SELECT * FROM jobs WHERE run_id IN ({marks}) ORDER BY position, id", part):
+                jobs[j["run_id"]].append(j)
+            mats: dict[int, list[dict[str, Any]]] = {i: [] for i in part}
+            for m in self.db.all(
+                f"SELECT run_id, name, revision, timestamp FROM materials WHERE run_id IN ({marks}) ORDER BY name",
+                part,
+            ):
+                mats[m["run_id"]].append(m)
+            for r in runs:
+                yield run_view(r, jobs[r["id"]], mats[r["id"]])
 
     def wait_run(self, run_id: int, *, poll: float = 0.1, stop_on_hold: bool = True) -> RunView:
         for kind, value in self.follow(run_id, poll=poll, stop_on_hold=stop_on_hold):
@@ -562,6 +682,169 @@ class Service:
 
 MAX_LIMIT = 100_000  # listings return at most this many rows
 FOLLOW_BATCH = 64  # log chunks (at most 64 KiB each) read at a time while following a run
+REASONS_EVERY = 1.0  # seconds between a follower's looks at the reasons that change without an event
+RUNS_SWEEP_EVERY = 2.0  # seconds between wait_runs' safety sweeps over the runs it waits for
+ID_BATCH = 500  # ids per `IN (…)` list
+CHUNK_JOBS = 200  # jobs per query for their new output
+LIVE_JOB = ("pending", "waiting", "held", "running")  # job statuses whose reason may change without an event
+
+
+def _marks(items: Any) -> str:
+    return ",".join("?" * len(items))
+
+
+def _batches(items: list[Any], n: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+class _JobWatch:
+    """The jobs of one run as its follower last read them, and which changed since (Service.follow).
+
+    The first look reads every job. After it, a job's row is read again when an event committed
+    since the last look names it (every status change records one), and about once a second
+    (and on the last look) the counts of the live jobs by status and reason are compared with
+    the rows held here: the groups that differ are read narrowly (id, status, reason) and the
+    jobs that moved read in full. That catches what changes without an event of its own: a
+    waiting job's reason, a pending job becoming waiting, jobs cancelled with their run, copies
+    added by run_on_all_agents."""
+
+    def __init__(self, db: Database, run_id: int) -> None:
+        self.db = db
+        self.run_id = run_id
+        self.cursor = db.event_cursor()  # before the first read: nothing committed after it is missed
+        self.rows: dict[int, dict[str, Any]] = {}
+        self.moved: dict[int, dict[str, Any]] = {}  # rows changed in place by the last look (_quiet)
+        self.looked: float | None = None  # monotonic time of the last look at the quiet changes
+
+    def changed(self, *, thorough: bool = False) -> list[dict[str, Any]]:
+        """The rows of the jobs that may have changed since the last call (every job the first
+        time), in (position, id) order. `thorough`: also everything that changes without an event."""
+        import time
+
+        if self.looked is None:
+            rows = self.db.all("SELECT * FROM jobs WHERE run_id = ? ORDER BY position, id", (self.run_id,))
+            self.rows = {r["id"]: r for r in rows}
+            self.looked = time.monotonic()
+            return rows
+        events, self.cursor = self.db.events_since(self.cursor, "run_id = ?", (self.run_id,), "job_id")
+        ids = {e["job_id"] for e in events if e["job_id"] is not None}
+        if (
+            thorough
+            or any(e["job_id"] is None for e in events)  # the run's own (cancel requested, finished)
+            or time.monotonic() - self.looked >= REASONS_EVERY
+        ):
+            self.looked = time.monotonic()
+            ids |= self._quiet(thorough)
+        moved = {i: r for i, r in self.moved.items() if i not in ids}
+        self.moved = {}
+        rows = list(moved.values())
+        for part in _batches(sorted(ids), ID_BATCH):
+            rows += self.db.all(f"SELECT * FROM jobs WHERE id IN ({_marks(part)})", part)
+        for r in rows:
+            self.rows[r["id"]] = r
+        rows.sort(key=lambda r: (r["position"], r["id"]))
+        return rows
+
+    def _quiet(self, thorough: bool) -> set[int]:
+        """The jobs whose status or reason changed without an event (as far as counts can tell):
+        those to read again; a job that only moved between the statuses before a start (or
+        whose reason alone changed) is not read again, its row here takes the new status and
+        reason (self.moved): nothing else of it changes without an event."""
+        ids: set[int] = set()
+        if thorough:  # jobs added without an event and ended before any look (copies of a cancelled run)
+            total = int(self.db.scalar("SELECT COUNT(*) FROM jobs WHERE run_id = ?", (self.run_id,)) or 0)
+            if total != len(self.rows):
+                ids |= {
+                    r["id"]
+                    for r in self.db.all("SELECT id FROM jobs WHERE run_id = ?", (self.run_id,))
+                    if r["id"] not in self.rows
+                }
+        counted = {
+            (r["status"], r["reason"]): r["n"]
+            for r in self.db.all(
+                "SELECT status, COALESCE(reason, '') AS reason, COUNT(*) AS n FROM jobs "
+                f"WHERE run_id = ? AND status IN ({_marks(LIVE_JOB)}) GROUP BY status, COALESCE(reason, '')",
+                (self.run_id, *LIVE_JOB),
+            )
+        }
+        mine: dict[tuple[str, str], int] = {}
+        for r in self.rows.values():
+            if r["status"] in LIVE_JOB:
+                k = (r["status"], r["reason"] or "")
+                mine[k] = mine.get(k, 0) + 1
+        differ = [k for k in counted.keys() | mine.keys() if counted.get(k, 0) != mine.get(k, 0)]
+        if not differ:
+            return ids
+        # Between two looks, jobs leave their group mostly by starting (an event says so, read
+        # this poll or the next): a group that only shrank is not read, the jobs that moved are
+        # found in the groups that grew. The last look (thorough) reads every group that differs,
+        # and reads again the jobs that left one (cancelled with their run: no event of their own).
+        now_in: dict[int, tuple[str, str]] = {}  # the members of the groups read, in the store
+        present = sorted(k for k in differ if counted.get(k, 0) > (0 if thorough else mine.get(k, 0)))
+        for part in _batches(present, 100):
+            cond = " OR ".join("(status = ? AND COALESCE(reason, '') = ?)" for _ in part)
+            for r in self.db.all(
+                f"SELECT id, status, COALESCE(reason, '') AS reason FROM jobs WHERE run_id = ? AND ({cond})",
+                (self.run_id, *(x for k in part for x in k)),
+            ):
+                now_in[r["id"]] = (r["status"], r["reason"])
+        groups = set(differ)
+        unstarted = ("pending", "waiting", "held")
+        for i, k in now_in.items():  # moved in (or new)
+            held = self.rows.get(i)
+            if held is not None and (held["status"], held["reason"] or "") == k:
+                continue
+            if held is not None and (
+                held["status"] == k[0] or (held["status"] in unstarted and k[0] in unstarted)
+            ):
+                self.moved[i] = {**held, "status": k[0], "reason": k[1] or None}
+            else:
+                ids.add(i)
+        if thorough:
+            for i, r in self.rows.items():  # moved out
+                k = (r["status"], r["reason"] or "")
+                if k in groups and now_in.get(i) != k and i not in self.moved:
+                    ids.add(i)
+        return ids
+
+    def final_view(self, run: dict[str, Any]) -> RunView:
+        """The finished run's view from the rows held here (each read after its job ended: a final
+        job's row changes no more), instead of reading every job once more."""
+        mats = self.db.all(
+            "SELECT name, revision, timestamp FROM materials WHERE run_id = ? ORDER BY name", (self.run_id,)
+        )
+        return run_view(run, sorted(self.rows.values(), key=lambda r: (r["position"], r["id"])), mats)
+
+
+def _new_chunks(db: Database, floors: dict[int, int]) -> Iterator[dict[str, Any]]:
+    """The output of these jobs after the seq each has read (job id -> seq), in id order.
+
+    A job's chunks are written in order by one writer, numbered by `seq`, so a job's floor moves
+    only past what was read: a chunk that commits late with a smaller id than others (PostgreSQL,
+    writers side by side) is read next time, never passed over. FOLLOW_BATCH chunks at a time; the
+    jobs are asked CHUNK_JOBS at a time and the answers merged by id."""
+    import heapq
+
+    def pages(part: dict[int, int]) -> Iterator[dict[str, Any]]:
+        while part:
+            cond = " OR ".join("(job_id = ? AND seq > ?)" for _ in part)
+            batch = db.all(
+                f"SELECT id, job_id, seq, stream, data, at FROM log_chunks WHERE {cond} ORDER BY id LIMIT ?",
+                (*(x for kv in part.items() for x in kv), FOLLOW_BATCH),
+            )
+            for c in batch:
+                part[c["job_id"]] = max(part[c["job_id"]], c["seq"])
+                yield c
+            if len(batch) < FOLLOW_BATCH:
+                return
+
+    ids = list(floors)
+    parts = [pages({i: floors[i] for i in part}) for part in _batches(ids, CHUNK_JOBS)]
+    if len(parts) == 1:
+        yield from parts[0]
+    else:
+        yield from heapq.merge(*parts, key=lambda c: c["id"])
 
 
 def _check_limit(limit: int) -> None:

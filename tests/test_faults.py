@@ -318,11 +318,12 @@ def hold_write_lock(proj: Proj):  # type: ignore[no-untyped-def]
         return release
     import psycopg
 
-    pg = psycopg.connect(_conninfo(proj), autocommit=True)
-    pg.execute("SELECT pg_advisory_lock(74211)")  # the lock every write transaction of sluice takes
+    # no lock for the whole store exists on PostgreSQL: lock the tables every write of sluice touches
+    pg = psycopg.connect(_conninfo(proj))
+    pg.execute("LOCK TABLE leases, agents, runs, jobs, events, log_chunks IN EXCLUSIVE MODE")
 
     def release_pg() -> None:
-        pg.execute("SELECT pg_advisory_unlock(74211)")
+        pg.rollback()
         pg.close()
 
     return release_pg

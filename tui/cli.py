@@ -656,8 +656,8 @@ def do_queue(args: argparse.Namespace, out: Out) -> int:
     code = 0 if started or not any(o.refused for o in outcomes) else 3
     runs = []
     if args.wait and started:
-        for o in started:
-            view = svc.wait_run(o.run_id, stop_on_hold=False)
+        # one loop over the event stream for all of them: each is said as it finishes
+        for view in svc.wait_runs([o.run_id for o in started], stop_on_hold=False):
             runs.append(view)
             if not out.json:
                 out.line(f"run #{view['id']} {view['target']}: {out.status(view['status'])}")
@@ -898,7 +898,7 @@ def do_run(args: argparse.Namespace, out: Out) -> int:
     # cancel
     view = svc.cancel_run(args.run)
     if args.wait:
-        view = svc.wait_run(args.run, stop_on_hold=False)
+        view = next(svc.wait_runs([args.run], stop_on_hold=False))
     if out.json:
         out.emit(view)
     else:

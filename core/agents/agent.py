@@ -9,6 +9,7 @@ present, enabled, alive. A claim is one conditional UPDATE, so a job is claimed 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,22 +18,32 @@ from typing import Any
 
 from .. import identity
 from ..errors import Refused
-from ..service import record_event
-from ..store.db import Database, StoreError, dumps, loads, now
+from ..service import record_event, record_events
+from ..store.db import Database, StoreError, StoreUnavailable, Tx, dumps, loads, now
 from .runner import LOG_LIMIT, JobRunner, WorkerPool
 
-# One statement, one winner. On PostgreSQL the row is locked with SKIP LOCKED, so concurrent
-# claimers pass over a job another agent is taking instead of queueing behind it.
+# Claims: the waiting jobs this agent may take, matched in SQL (environment fencing, pinned
+# copies, an enabled agent; resources are checked on the few rows read), in dispatch order
+# along ix_jobs_claim; then one conditional UPDATE takes them all, so a job is claimed once,
+# ever. On PostgreSQL the rows are locked with SKIP LOCKED: concurrent claimers pass over a
+# job another agent is taking instead of queueing behind it.
 _SET = (
     "UPDATE jobs SET status = 'running', agent = ?, attempt = attempt + 1, claim_token = claim_token + 1, "
     "started_at = ?, finished_at = NULL, reason = NULL "
 )
-CLAIM = {
-    "sqlite": _SET + "WHERE id = ? AND status = 'waiting' AND gate IS NULL",
-    "postgresql": _SET
-    + "WHERE id = (SELECT id FROM jobs WHERE id = ? AND status = 'waiting' AND gate IS NULL "
-    "FOR UPDATE SKIP LOCKED)",
+_TAKE = {
+    "sqlite": "WHERE id IN ({ids}) AND status = 'waiting' AND gate IS NULL RETURNING *",
+    "postgresql": "WHERE id IN (SELECT id FROM jobs WHERE id IN ({ids}) AND status = 'waiting' AND gate IS NULL "
+    "ORDER BY id FOR UPDATE SKIP LOCKED) RETURNING *",
 }
+_CANDIDATES = (
+    "SELECT j.id, j.resources FROM jobs j JOIN runs r ON r.id = j.run_id "
+    "LEFT JOIN workflow_states ws ON r.kind = 'workflow' AND ws.workflow = r.target "
+    "WHERE j.status = 'waiting' AND j.gate IS NULL AND r.cancel_requested = 0 AND COALESCE(ws.paused, 0) = 0 "
+    "AND (j.only_agent IS NULL OR j.only_agent = ?) AND {env}{res} "
+    "AND EXISTS (SELECT 1 FROM agents a WHERE a.name = ? AND a.enabled = 1 AND a.lost = 0) "
+    "ORDER BY j.status, j.gate, j.run_id, j.position, j.id LIMIT ?"
+)
 
 
 def agent_timeout() -> float:
@@ -68,7 +79,7 @@ def describe_wait(agents: list[dict[str, Any]], plan: dict[str, Any], spec: dict
     return f"all {len(usable)} matching agent{'s' if len(usable) > 1 else ''} busy"
 
 
-def agent_rows(db: Database) -> list[dict[str, Any]]:
+def agent_rows(db: Database | Tx) -> list[dict[str, Any]]:
     rows = db.all("SELECT * FROM agents ORDER BY name")
     for a in rows:
         a["environments"] = loads(a["environments"], [])
@@ -102,6 +113,13 @@ class Agent:
         self.lock = threading.Lock()
         self.pool = WorkerPool(self.capacity)
         self.plans: dict[int, dict[str, Any]] = {}
+        self.done: list[JobRunner] = []  # finished, result not stored yet
+        self.kick = threading.Event()  # wakes the agent's loop: jobs became ready, or one ended
+        self.notify: Callable[[], None] = lambda: None  # also wakes a loop that waits on a selector
+        self.report_after = 0.0
+        self.report_delay = 0.2
+        self.stepping = threading.RLock()  # one step (report and claim) at a time
+        self.plan_of: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # the engine's plan cache
         self.draining = False
         self.last_beat_ok = time.monotonic()
         # cut off from the store past the agent timeout, kill our jobs: an engine elsewhere may retry them.
@@ -191,93 +209,174 @@ class Agent:
     def free(self) -> int:
         return 0 if self.draining else self.capacity - len(self.runners)
 
-    def enabled(self) -> bool:
-        row = self.db.one("SELECT enabled, lost FROM agents WHERE name = ?", (self.name,))
-        return bool(row and row["enabled"] and not row["lost"])
-
     def claim(self, plan_of: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> int:
-        """Claim and start as many matching waiting jobs as there are free slots; returns how many."""
-        free = self.free()
-        if free <= 0 or not self.enabled():
-            return 0
-        candidates = self.db.all(
-            "SELECT j.id, j.base, j.copy_key, j.run_id FROM jobs j JOIN runs r ON r.id = j.run_id "
-            "LEFT JOIN workflow_states ws ON r.kind = 'workflow' AND ws.workflow = r.target "
-            "WHERE j.status = 'waiting' AND j.gate IS NULL AND r.cancel_requested = 0 AND COALESCE(ws.paused, 0) = 0 "
-            "ORDER BY j.run_id, j.position, j.id LIMIT 500"
-        )
-        picked: list[dict[str, Any]] = []
-        for c in candidates:
-            if len(picked) >= free:
-                break
-            plan = self._plan(c["run_id"], plan_of)
-            spec = plan["jobs"][c["base"]]
-            if spec.get("run_on_all_agents") and c["copy_key"] != self.name:
-                continue  # a copy pinned to another agent
-            if matches(self.row, plan, spec):
-                picked.append(c)
-        if not picked:
-            return 0
-        started = []
-        t = now()
-        with self.db.write() as tx:
-            for c in picked:
-                changed = tx.execute(CLAIM[self.db.dialect], (self.name, t, c["id"]))
-                if not changed:
-                    continue  # another agent was faster
-                job = tx.one("SELECT * FROM jobs WHERE id = ?", (c["id"],))
-                run = tx.one("SELECT * FROM runs WHERE id = ?", (c["run_id"],))
-                assert job is not None and run is not None
-                if run["started_at"] is None:
-                    tx.execute(
-                        "UPDATE runs SET started_at = ?, status = 'running' WHERE id = ?", (t, run["id"])
-                    )
-                elif run["status"] != "running":
-                    tx.execute("UPDATE runs SET status = 'running' WHERE id = ?", (run["id"],))
-                record_event(
-                    tx,
-                    "job.started",
-                    f"sluice@{self.name}",
-                    f"{job['name']} started on {self.name}",
-                    run_id=run["id"],
-                    job_id=job["id"],
-                )
-                started.append((job, run))
-        for job, run in started:
+        """Store what finished and fill the free slots; returns how many jobs started."""
+        return self.step(plan_of)
+
+    def report(self) -> None:
+        """Store the results of the jobs that finished (and fill their slots while at it)."""
+        self.step()
+
+    def step(self, plan_of: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> int:
+        """The agent's whole work after a wake-up, in one write transaction: the results of the jobs
+        that finished since the last step (those that end together are committed together), then
+        the claim of as many matching waiting jobs as there are free slots. Returns how many started.
+
+        One caller at a time: the thread of a job that just ended does it itself when no other
+        step is under way (so a freed slot is filled without handing over to another thread);
+        otherwise its result waits for the step under way, which loops until none is left."""
+        with self.stepping:
+            started = self._step(plan_of or self.plan_of)
+            while True:
+                with self.lock:
+                    if not self.done or time.monotonic() < self.report_after:
+                        return started
+                started += self._step(plan_of or self.plan_of)
+
+    def _step(self, plan_of: Callable[[dict[str, Any]], dict[str, Any]] | None) -> int:
+        if time.monotonic() < self.report_after:
+            batch: list[JobRunner] = []
+        else:
+            with self.lock:
+                batch, self.done = self.done, []
+        free = self.free() + len(batch)
+        claimed: list[dict[str, Any]] = []
+        runs: dict[int, dict[str, Any]] = {}
+        try:
+            with self.db.write() as tx:
+                for runner in batch:
+                    runner.report_in(tx)
+                if free > 0:
+                    claimed, runs = self._claim_in(tx, free)
+        except StoreUnavailable:
+            with self.lock:  # nothing was stored: try again a little later (the jobs stay ours)
+                self.done[:0] = batch
+            if batch:
+                self.report_after = time.monotonic() + self.report_delay
+                self.report_delay = min(self.report_delay * 2, 5.0)
+            raise
+        except StoreError:
+            if not batch:
+                raise
+            for runner in batch:  # refused for good: each on its own, its log apart if need be
+                runner.finish_alone()
+            claimed = []
+        else:
+            for runner in batch:
+                runner.committed()
+        if batch:
+            self.report_delay = 0.2
+            finished = {r.run_row["id"] for r in batch}
+            # the runs are marked to look at before the runners leave: an engine that stops once it
+            # has no runners left still settles the runs these jobs finished
+            for run_id in sorted(finished):
+                self.on_done(run_id)
+            with self.lock:
+                for runner in batch:
+                    self.runners.pop(runner.job["id"], None)
+                live = {r.run_row["id"] for r in self.runners.values()} | {j["run_id"] for j in claimed}
+                for run_id in finished - live:
+                    self.plans.pop(run_id, None)
+        for job in claimed:
+            run = runs[job["run_id"]]
             runner = JobRunner(
                 self.db,
                 self.root,
                 job,
                 run,
                 self.name,
-                self._done,
-                plan=self._plan(run["id"], plan_of),
+                self._finished,
+                plan=self._plan(run, plan_of),
                 log_limit=self.log_limit,
             )
             with self.lock:
                 self.runners[job["id"]] = runner
             self.pool.submit(runner.run)
-        return len(started)
+        return len(claimed)
+
+    def _claim_in(self, tx: Tx, free: int) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
+        """Claim up to `free` matching waiting jobs: the candidates, one UPDATE that takes them, the
+        runs they start, their `job.started` events."""
+        if self.draining:
+            return [], {}
+        if self.environments:
+            env = f"r.environment IN ({','.join('?' * len(self.environments))})"
+        else:
+            env = "r.environment IS NULL"
+        res = "" if self.resources else " AND j.resources IS NULL"
+        limit = free if not self.resources else free * 4 + 50
+        t = now()
+        have = set(self.resources)
+        rows = tx.all(_CANDIDATES.format(env=env, res=res), (self.name, *self.environments, self.name, limit))
+        ids = [r["id"] for r in rows if not r["resources"] or set(loads(r["resources"])) <= have][:free]
+        if not ids:
+            return [], {}
+        take = _SET + _TAKE[self.db.dialect].format(ids=",".join("?" * len(ids)))
+        jobs = sorted(tx.all(take, (self.name, t, *ids)), key=lambda j: j["id"])
+        if not jobs:
+            return [], {}
+        run_ids = sorted({j["run_id"] for j in jobs})
+        marks = ",".join("?" * len(run_ids))
+        tx.execute(
+            f"UPDATE runs SET started_at = COALESCE(started_at, ?), status = 'running' "
+            f"WHERE id IN ({marks}) AND (started_at IS NULL OR status <> 'running')",
+            (t, *run_ids),
+        )
+        runs = {r["id"]: r for r in tx.all(f"SELECT * FROM runs WHERE id IN ({marks})", run_ids)}
+        record_events(
+            tx,
+            [
+                {
+                    "kind": "job.started",
+                    "actor": f"sluice@{self.name}",
+                    "message": f"{j['name']} started on {self.name}",
+                    "run_id": j["run_id"],
+                    "job_id": j["id"],
+                }
+                for j in jobs
+            ],
+        )
+        return jobs, runs
+
+    def _finished(self, runner: JobRunner) -> None:
+        """A runner's processes are gone (called in its thread). Its result is stored by the step
+        under way, or by a step this thread does itself when none is."""
+        with self.lock:
+            self.done.append(runner)
+        if self.stepping.acquire(blocking=False):
+            try:
+                self.step()
+            except Exception:
+                pass  # the store is away, or a bug: the result stays queued for the agent's loop
+            finally:
+                self.stepping.release()
+        self.kick.set()
+        self.notify()
+
+    def loop(
+        self, stop: threading.Event, plan_of: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    ) -> None:
+        """An embedded agent's own thread: woken by the scheduler (jobs became ready) or by a job that ended."""
+        if plan_of is not None:
+            self.plan_of = plan_of
+        while not stop.is_set():
+            self.kick.wait(1.0)
+            self.kick.clear()
+            try:
+                self.step()
+            except StoreError:
+                pass  # the store is away: the results wait in memory, the next wake-up tries again
+            except Exception as e:  # the agent's thread must outlive a bug in one pass
+                sys.stderr.write(f"sluice: agent {self.name}: {e}\n")
 
     def _plan(
-        self, run_id: int, plan_of: Callable[[dict[str, Any]], dict[str, Any]] | None
+        self, run: dict[str, Any], plan_of: Callable[[dict[str, Any]], dict[str, Any]] | None
     ) -> dict[str, Any]:
-        p = self.plans.get(run_id)
+        p = self.plans.get(run["id"])
         if p is None:
-            run = self.db.one("SELECT id, plan FROM runs WHERE id = ?", (run_id,))
-            assert run is not None
             p = plan_of(run) if plan_of else loads(run["plan"])
-            self.plans[run_id] = p
+            self.plans[run["id"]] = p
         return p
-
-    def _done(self, runner: JobRunner) -> None:
-        # the run is marked to look at before the runner leaves: an engine that stops once it has no
-        # runners left still settles the run this job finished
-        self.on_done(runner.run_row["id"])
-        with self.lock:
-            self.runners.pop(runner.job["id"], None)
-            if not any(r.run_row["id"] == runner.run_row["id"] for r in self.runners.values()):
-                self.plans.pop(runner.run_row["id"], None)
 
     def check_cancels(self) -> None:
         """Stop our jobs whose run was cancelled, or that the scheduler gave up (agent lost)."""
@@ -300,14 +399,15 @@ class Agent:
 
 
 def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> int:
-    """The loop of a standalone agent process: heartbeat, claim, watch for cancels."""
+    """The loop of a standalone agent process: heartbeat, report and claim, watch for cancels."""
+    import selectors
+    import socket
+
     from ..wake import WakeSocket
 
     wake = WakeSocket(db.url + f"#agent:{agent.name}")
     beat_every = agent_timeout() / 3
     next_beat = 0.0
-    import selectors
-
     sel = selectors.DefaultSelector()
     sel.register(wake.sock, selectors.EVENT_READ, wake)
     listener = None
@@ -316,13 +416,20 @@ def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> i
 
         listener = PgListener(db.conninfo)
         sel.register(listener, selectors.EVENT_READ, listener)
-    inner = threading.Event()
+    # a job that ends wakes the loop at once (its result is stored, its slot filled)
+    inner_r, inner_w = socket.socketpair()
+    inner_r.setblocking(False)
+    inner_w.setblocking(False)
 
-    def on_done(run_id: int) -> None:
-        inner.set()
-        _poke_engine(db)
+    def on_job_end() -> None:
+        try:
+            inner_w.send(b"!")
+        except OSError:
+            pass  # a full pipe is a wake-up already pending
 
-    agent.on_done = on_done
+    agent.notify = on_job_end
+    sel.register(inner_r, selectors.EVENT_READ, None)
+    agent.on_done = lambda run_id: None
     done = threading.Event()
 
     def watchdog() -> None:
@@ -331,6 +438,24 @@ def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> i
             agent.check_cut_off()
 
     threading.Thread(target=watchdog, name="cut-off-watchdog", daemon=True).start()
+
+    def drain(key: selectors.SelectorKey) -> None:
+        if key.data is None:
+            try:
+                while inner_r.recv(4096):
+                    pass
+            except BlockingIOError:
+                pass
+        else:
+            key.data.drain()
+
+    def report() -> None:
+        with agent.lock:
+            finished = bool(agent.done)
+        agent.report()
+        if finished:
+            _poke_engine(db)  # the engine settles the runs those jobs belong to
+
     while not stop.is_set():
         t = time.monotonic()
         if t >= next_beat:
@@ -338,15 +463,16 @@ def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> i
             next_beat = t + beat_every
         try:
             agent.check_cancels()
+            report()
             if not stop.is_set():
                 agent.claim()
         except StoreError:
             pass
         if stop.is_set():
             break
-        for key, _ in sel.select(timeout=0 if inner.is_set() else 0.25):
-            key.data.drain()
-        inner.clear()
+        for key, _ in sel.select(timeout=0 if agent.kick.is_set() else 0.25):
+            drain(key)
+        agent.kick.clear()
     agent.draining = True
     while agent.runners:
         if time.monotonic() >= next_beat:
@@ -354,11 +480,15 @@ def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> i
             next_beat = time.monotonic() + beat_every
         try:
             agent.check_cancels()
+            report()
         except StoreError:
             pass
-        time.sleep(0.1)
+        for key, _ in sel.select(timeout=0.1):
+            drain(key)
     done.set()
     wake.close()
+    inner_r.close()
+    inner_w.close()
     return 0
 
 

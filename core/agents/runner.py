@@ -30,11 +30,12 @@ from .procs import proc_start, signal_group, store_id
 
 CHUNK_BYTES = 64 * 1024
 FLUSH_SECONDS = 0.25
-PID_RECORD_AFTER = 0.0
+PID_RECORD_AFTER = 0.5
 # output kept in memory while the store cannot be written
 PENDING_LIMIT = int(os.environ.get("SLUICE_LOG_BUFFER", str(8 * 1024 * 1024)))
 OUTPUT_LIMIT = 64 * 1024
 LOG_LIMIT = 100 * 1024 * 1024  # a job's stored output (sluice.yaml `log_limit`)
+_MADE: set[Path] = set()  # directories this process made already
 _OUTPUT_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)=(.*)$")
 
 
@@ -291,6 +292,14 @@ class LogWriter:
         return f"--- {_size(size)} of output lost: {why or 'the store could not be written'}\n"
 
 
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when the process ends (Linux 5.3+), or None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
 def _secret_prefix_len(text: str, secrets: list[str]) -> int:
     """The length of the longest tail of text that is the start (not the whole) of a secret."""
     best = 0
@@ -371,6 +380,7 @@ class JobRunner:
         self._cancel_event = threading.Event()
         self.proc: subprocess.Popen[bytes] | None = None
         self._kill_now = False
+        self.result: tuple[str, int | None, str | None, dict[str, str]] = ("failed", None, "not run", {})
 
     # ------------------------------------------------------------ control
 
@@ -390,14 +400,26 @@ class JobRunner:
     # ------------------------------------------------------------ thread body
 
     def run(self) -> None:
+        """Run the job's steps; then hand the result to the agent, which stores it (with others)."""
         try:
-            status, exit_code, reason, outputs = self._execute()
+            self.result = self._execute()
         except Exception as e:  # a bug or an OS failure must still give the job a final status
-            status, exit_code, reason, outputs = "failed", None, f"sluice error: {e}", {}
-        try:
-            self._finish(status, exit_code, reason, outputs)
+            self.result = ("failed", None, f"sluice error: {e}", {})
         finally:
             self.on_done(self)
+
+    def report_in(self, tx: Tx) -> None:
+        """Write the result (and the log's last chunks) in the agent's transaction; committed() after it."""
+        self._report(*self.result, tx=tx)
+
+    def committed(self) -> None:
+        log = getattr(self, "log", None)
+        if log is not None:
+            log.committed()
+
+    def finish_alone(self) -> None:
+        """The shared transaction was refused: store this result on its own (see _finish)."""
+        self._finish(*self.result)
 
     def _context(self) -> dict[str, Any]:
         return job_context(self.db, self.run_row, self.plan, self.job["base"])
@@ -446,8 +468,10 @@ class JobRunner:
         run_id = self.run_row["id"]
         workspace = self.root / ".sluice" / "workspaces" / f"run-{run_id}"
         workspace.mkdir(parents=True, exist_ok=True)
-        outdir = workspace / ".outputs"
-        outdir.mkdir(exist_ok=True)
+        outdir = self.root / ".sluice" / "outputs"  # one for all runs: a directory per run costs P1 12%
+        if outdir not in _MADE:
+            outdir.mkdir(parents=True, exist_ok=True)
+            _MADE.add(outdir)
         output_file = outdir / f"{self.job['id']}-{self.job['attempt']}"
         output_file.unlink(missing_ok=True)
         ctx = self._context()
@@ -533,7 +557,9 @@ class JobRunner:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                # its own process group, so the whole job can be signalled; not its own session
+                # (setsid makes Python fork instead of vfork: 0.6 ms more per step)
+                process_group=0,
             )
         except OSError as e:
             log.note(f"cannot start: {e}")
@@ -547,7 +573,12 @@ class JobRunner:
         fd = proc.stdout.fileno()
         os.set_blocking(fd, False)
         sel = selectors.DefaultSelector()
-        sel.register(fd, selectors.EVENT_READ)
+        sel.register(fd, selectors.EVENT_READ, "out")
+        # the process's end wakes us too (a pidfd), so a job is reported the moment it exits,
+        # not at the next poll after its output closed
+        pidfd = _pidfd(proc.pid)
+        if pidfd is not None:
+            sel.register(pidfd, selectors.EVENT_READ, "exit")
         stopped: str | None = None
         kill_at: float | None = None
         eof = False
@@ -580,20 +611,23 @@ class JobRunner:
                     log.note("--- still running after the grace period: SIGKILL")
                     signal_group(pgid, signal.SIGKILL)
                     kill_at = float("inf")
-                if not eof:
-                    for _key, _ in sel.select(timeout=0.05):
+                if not eof or pidfd is not None:
+                    for key, _ in sel.select(timeout=0.05):
+                        if key.data == "exit":
+                            continue
                         try:
                             data = os.read(fd, CHUNK_BYTES)
                         except BlockingIOError:
                             continue
                         if not data:
                             eof = True
+                            sel.unregister(fd)
                             break
                         log.feed(data)
                     if (log.buf or log.pending) and time.monotonic() - log.last_flush >= FLUSH_SECONDS:
                         log.flush()
                 else:
-                    time.sleep(0.02)
+                    time.sleep(0.005)
                 if proc.poll() is not None:
                     # main process gone: take what is left in the pipe, then clean up stragglers
                     while not eof:
@@ -611,6 +645,8 @@ class JobRunner:
             raise
         finally:
             sel.close()
+            if pidfd is not None:
+                os.close(pidfd)
             proc.stdout.close()
         code = proc.wait()
         if code < 0:
@@ -621,6 +657,7 @@ class JobRunner:
         try:
             with open(path, "rb") as f:
                 data = f.read(OUTPUT_LIMIT + 1)
+            path.unlink(missing_ok=True)  # read once: the store keeps the outputs
         except FileNotFoundError:
             return {}
         if len(data) > OUTPUT_LIMIT:
@@ -667,8 +704,18 @@ class JobRunner:
             delay = min(delay * 2, 5.0)
 
     def _report(
-        self, status: str, exit_code: int | None, reason: str | None, outputs: dict[str, str]
+        self,
+        status: str,
+        exit_code: int | None,
+        reason: str | None,
+        outputs: dict[str, str],
+        tx: Tx | None = None,
     ) -> None:
+        if tx is None:
+            with self.db.write() as own:
+                self._report(status, exit_code, reason, outputs, tx=own)
+            self.committed()
+            return
         retry = self.spec.get("retry") or {}
         attempt = self.job["attempt"]
         will_retry = (
@@ -677,38 +724,35 @@ class JobRunner:
             and attempt <= int(retry.get("limit") or 0)
             and (not retry.get("exit_codes") or exit_code in retry["exit_codes"])
         )
-        with self.db.write() as tx:
-            log = getattr(self, "log", None)
-            if log is not None:
-                log.flush(final=True, tx=tx)
-            if will_retry:
-                why = f"retry {attempt} of {retry['limit']} after {reason or 'failure'}"
-                changed = tx.execute(
-                    "UPDATE jobs SET status = 'waiting', reason = ?, exit_code = ?, pid = NULL, agent = NULL "
-                    "WHERE id = ? AND claim_token = ? AND status = 'running'",
-                    (why, exit_code, self.job["id"], self.token),
-                )
-                kind, message = "job.retry", f"{self.job['name']} failed ({reason}); {why}"
-            else:
-                changed = tx.execute(
-                    "UPDATE jobs SET status = ?, reason = ?, exit_code = ?, finished_at = ?, outputs = ?, pid = NULL "
-                    "WHERE id = ? AND claim_token = ? AND status = 'running'",
-                    (status, reason, exit_code, now(), dumps(outputs), self.job["id"], self.token),
-                )
-                kind = f"job.{status}"
-                message = f"{self.job['name']} {status}" + (f": {reason}" if reason else "")
-            if changed:
-                record_event(
-                    tx,
-                    kind,
-                    f"sluice@{self.agent}",
-                    message,
-                    run_id=self.run_row["id"],
-                    job_id=self.job["id"],
-                    details={"exit_code": exit_code},
-                )
+        log = getattr(self, "log", None)
         if log is not None:
-            log.committed()
+            log.flush(final=True, tx=tx)
+        if will_retry:
+            why = f"retry {attempt} of {retry['limit']} after {reason or 'failure'}"
+            changed = tx.execute(
+                "UPDATE jobs SET status = 'waiting', reason = ?, exit_code = ?, pid = NULL, agent = NULL "
+                "WHERE id = ? AND claim_token = ? AND status = 'running'",
+                (why, exit_code, self.job["id"], self.token),
+            )
+            kind, message = "job.retry", f"{self.job['name']} failed ({reason}); {why}"
+        else:
+            changed = tx.execute(
+                "UPDATE jobs SET status = ?, reason = ?, exit_code = ?, finished_at = ?, outputs = ?, pid = NULL "
+                "WHERE id = ? AND claim_token = ? AND status = 'running'",
+                (status, reason, exit_code, now(), dumps(outputs), self.job["id"], self.token),
+            )
+            kind = f"job.{status}"
+            message = f"{self.job['name']} {status}" + (f": {reason}" if reason else "")
+        if changed:
+            record_event(
+                tx,
+                kind,
+                f"sluice@{self.agent}",
+                message,
+                run_id=self.run_row["id"],
+                job_id=self.job["id"],
+                details={"exit_code": exit_code},
+            )
 
 
 def job_context(db: Database, run: dict[str, Any], plan: dict[str, Any], base: str) -> dict[str, Any]:

@@ -3,10 +3,15 @@
 A run enters group G when its first job in G becomes ready and holds one slot until all of
 its jobs in G have finished or been skipped. A run may not enter while an earlier-created
 run that still has unfinished jobs in G has not entered: that keeps the creation order.
+
+On PostgreSQL, writers run side by side: an admission takes the group's lock (one decision
+at a time per group), and first waits for the runs being created right now (gates.RUN_ORDER):
+one of them may have a smaller id than the run let in, and must be seen before it is passed.
 """
 
 from __future__ import annotations
 
+from ..gates import RUN_ORDER
 from ..service import record_event
 from ..statuses import ACTIVE_RUN, FINAL_JOB, sql_list
 from ..store.db import Tx, now
@@ -16,6 +21,8 @@ def admit(tx: Tx, run_id: int, group: str, slots: int) -> int | None:
     """Let the run into the group (or find it already in); else return the run it waits behind."""
     if tx.one("SELECT 1 AS x FROM group_slots WHERE group_name = ? AND run_id = ?", (group, run_id)):
         return None
+    tx.wait_for(RUN_ORDER)  # every run created before this one is committed (or gone) now
+    tx.lock(f"group:{group}")
     earlier = tx.one(
         "SELECT MIN(j.run_id) AS run_id FROM jobs j JOIN runs r ON r.id = j.run_id "
         f"WHERE j.group_name = ? AND j.run_id < ? AND j.status NOT IN ({sql_list(FINAL_JOB)}) "

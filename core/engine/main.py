@@ -25,13 +25,14 @@ from .. import identity
 from ..agents.agent import agent_timeout
 from ..definitions import DefinitionError, load_project
 from ..service import record_event
-from ..store.db import Database, LostLease, StoreError, StoreUnavailable, now, resolve_url
+from ..store.db import FENCE_LOCK, Database, LostLease, StoreError, StoreUnavailable, now, resolve_url
 from ..wake import WakeSocket, poke
 from .scheduler import Scheduler
 
 # how long the scheduler lease lasts without renewal (tests shorten it)
 LEASE_SECONDS = float(os.environ.get("SLUICE_LEASE_SECONDS", "10"))
 IDLE_TICK = 1.0  # a safety net; wake-ups do the real work
+TICK_GAP = 0.01  # at most one tick per this many seconds for our own jobs' endings
 
 
 def lock_path(root: Path) -> Path:
@@ -69,24 +70,33 @@ class Lease:
         self.expires = 0.0
 
     def acquire(self) -> bool:
+        """Take or renew the lease. Two engines at once: the lease row is locked while one decides,
+        so the other sees its decision. Taking it over from another holder also waits until no
+        write of that holder is still under way (each holds FENCE_LOCK shared), so none of them
+        can commit after this engine starts scheduling."""
         t = now()
         with self.db.write(fenced=False) as tx:
-            row = tx.one("SELECT * FROM leases WHERE name = 'scheduler'")
-            if row is None:
-                tx.execute(
-                    "INSERT INTO leases (name, holder, token, expires_at) VALUES ('scheduler', ?, 1, ?)",
-                    (self.holder, t + LEASE_SECONDS),
-                )
+            if tx.execute(
+                "INSERT INTO leases (name, holder, token, expires_at) VALUES ('scheduler', ?, 1, ?) "
+                "ON CONFLICT (name) DO NOTHING",
+                (self.holder, t + LEASE_SECONDS),
+            ):
                 self.token = 1
-            elif row["holder"] == self.holder or row["expires_at"] < t or _dead_local(row["holder"]):
-                token = row["token"] if row["holder"] == self.holder else row["token"] + 1
+            else:
+                row = tx.one(f"SELECT * FROM leases WHERE name = 'scheduler'{tx.for_update}")
+                assert row is not None
+                if row["holder"] == self.holder:
+                    token = row["token"]
+                elif row["expires_at"] < t or _dead_local(row["holder"]):
+                    tx.lock(FENCE_LOCK)
+                    token = row["token"] + 1
+                else:
+                    return False
                 tx.execute(
                     "UPDATE leases SET holder = ?, token = ?, expires_at = ? WHERE name = 'scheduler'",
                     (self.holder, token, t + LEASE_SECONDS),
                 )
                 self.token = token
-            else:
-                return False
         self.expires = t + LEASE_SECONDS
         return True
 
@@ -195,6 +205,7 @@ class Engine:
         if recovered:
             log(f"recovered {recovered} job(s) left running by a previous engine")
         self.register_agents()
+        self.scheduler.start_agents()
         next_beat = 0.0
         outage: str | None = None  # why the store could not be used, while it cannot
         try:
@@ -229,6 +240,7 @@ class Engine:
                     if self.stop_mode == "now":
                         self.scheduler.cancel_all("engine stopped")
                 try:
+                    last_tick = time.monotonic()
                     self.scheduler.tick()
                 except LostLease as e:
                     log(f"{e}; stopping")
@@ -246,18 +258,28 @@ class Engine:
                 due = self.scheduler.next_deadline()
                 if due is not None:
                     timeout = min(timeout, max(0.0, due - now()))
+                outside = False
                 for key, _ in sel.select(timeout=timeout):
                     if key.data == "wake":
                         wake.drain()
+                        outside = True
                     elif key.data == "pg" and listener is not None:
                         listener.drain()
+                        outside = True
                     else:
                         try:
                             while self.inner_r.recv(4096):
                                 pass
                         except BlockingIOError:
                             pass
+                if not outside and not self.stop_mode:
+                    # woken by our own jobs ending: gather a few milliseconds of them into one tick
+                    # (a release or a new run, from outside, is looked at at once)
+                    gap = last_tick + TICK_GAP - time.monotonic()
+                    if gap > 0:
+                        time.sleep(gap)
         finally:
+            self.scheduler.stop_agents()
             try:
                 self.lease.release()
                 with self.db.write() as tx:

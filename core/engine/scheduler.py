@@ -50,6 +50,16 @@ DEADLINE_EVENTS = (
 
 # events after which a refused scheduled item may start now
 UNBLOCK_EVENTS = ("workflow.unpaused", "workflow.unlocked", "run.succeeded", "run.failed", "run.cancelled")
+# events after which the words on waiting jobs ("paused", "no enabled agent in prod") may be out of date
+REASON_EVENTS = (
+    "workflow.paused",
+    "workflow.unpaused",
+    "agent.registered",
+    "agent.enabled",
+    "agent.disabled",
+    "agent.lost",
+)
+REASON_REFRESH = 5.0  # seconds: the words on waiting jobs are checked at least this often
 
 
 def _marks(items: tuple[str, ...]) -> str:
@@ -111,6 +121,13 @@ class Scheduler:
         self.wake = wake or (lambda: None)
         self.draining = False
         self.store_ok_since: float | None = None  # set by the engine when the store came back after an outage
+        self.cursor: Any = None  # where we stand in the events; set at the first tick
+        self.new_waiting = False  # jobs became ready since the last dispatch: wake the agents
+        self.reasons_stale = True  # the waiting jobs' reasons need a look (agents or pauses changed)
+        self.reasons_at = 0.0
+        self.agents_seen: Any = None  # the agents as last described to waiting jobs
+        self.agent_cache: list[dict[str, Any]] | None = None  # agent rows read in this tick
+        self.agent_stop = threading.Event()
 
     # ------------------------------------------------------------ start-up
 
@@ -152,9 +169,10 @@ class Scheduler:
         if not self.started:
             # first tick: every active run is looked at once; later only what changed
             self.started = True
-            self.last_event_id = self.db.scalar("SELECT MAX(id) FROM events") or 0
+            self.cursor = self.db.event_cursor()
             for r in self.db.all(f"SELECT id FROM runs WHERE status IN ({sql_list(ACTIVE_RUN)})"):
                 self.dirty.add(r["id"])
+        self.agent_cache = None
         self._external_changes()
         if self.service is not None and self._deadline_due():
             for run_id in holds.expire(self.service):
@@ -182,29 +200,24 @@ class Scheduler:
 
     def _external_changes(self) -> None:
         """Runs changed by other processes (created, released, rejected, cancelled) are named in events."""
-        top = self.db.scalar("SELECT MAX(id) FROM events") or 0
-        if top > self.last_event_id:
-            marks = ",".join("?" * len(EXTERNAL_EVENTS))
-            ours = tuple(f"sluice@{a.name}" for a in self.agents)
-            for r in self.db.all(
-                f"SELECT DISTINCT run_id FROM events WHERE id > ? AND id <= ? AND run_id IS NOT NULL "
-                f"AND kind IN ({marks}) AND actor NOT IN ({_marks(ours)})",
-                (self.last_event_id, top, *EXTERNAL_EVENTS, *ours),
-            ):
+        ours = tuple(f"sluice@{a.name}" for a in self.agents)
+        kinds = tuple(sorted({*EXTERNAL_EVENTS, *DEADLINE_EVENTS, *UNBLOCK_EVENTS, *REASON_EVENTS}))
+        rows, self.cursor = self.db.events_since(
+            self.cursor, f"kind IN ({_marks(kinds)})", kinds, columns="run_id, kind, actor"
+        )
+        for r in rows:
+            kind = r["kind"]
+            if kind in EXTERNAL_EVENTS and r["run_id"] is not None and r["actor"] not in ours:
                 self.dirty.add(r["run_id"])
-            if self.db.scalar(
-                f"SELECT 1 FROM events WHERE id > ? AND id <= ? AND kind IN ({_marks(DEADLINE_EVENTS)}) "
-                "LIMIT 1",
-                (self.last_event_id, top, *DEADLINE_EVENTS),
-            ):
+            if kind in DEADLINE_EVENTS:
                 self._deadline = None
-            if self.refused_due and self.db.scalar(
-                f"SELECT 1 FROM events WHERE id > ? AND id <= ? AND kind IN ({_marks(UNBLOCK_EVENTS)}) LIMIT 1",
-                (self.last_event_id, top, *UNBLOCK_EVENTS),
-            ):
+            if kind in UNBLOCK_EVENTS and self.refused_due:
                 self.refused_due.clear()  # a pause or a lock may have lifted: try the refused items again
                 self._deadline = None
-            self.last_event_id = top
+            if kind in REASON_EVENTS:
+                self.reasons_stale = True
+            if kind == "job.retry":
+                self.new_waiting = True
 
     def _deadline_due(self) -> bool:
         deadline = self.next_deadline()
@@ -412,9 +425,21 @@ class Scheduler:
         paused = run["kind"] == "workflow" and bool(
             (gates.workflow_state(tx, run["target"]) or {}).get("paused")
         )
-        why = "paused" if paused else "waiting for an agent"
+        if paused:
+            why = "paused"
+        else:
+            rows = self._agent_rows(tx)
+            pool = [a for a in rows if a["name"] == j["copy_key"]] if spec.get("run_on_all_agents") else rows
+            why = describe_wait(pool, plan, spec)
+            self.new_waiting = True
         tx.execute("UPDATE jobs SET status = 'waiting', gate = NULL, reason = ? WHERE id = ?", (why, j["id"]))
         return "waiting"
+
+    def _agent_rows(self, tx: Tx | None = None) -> list[dict[str, Any]]:
+        """The agents, read once per tick."""
+        if self.agent_cache is None:
+            self.agent_cache = agent_rows(tx or self.db)
+        return self.agent_cache
 
     def _fan_out_to_agents(
         self, tx: Tx, run: dict[str, Any], plan: dict[str, Any], j: dict[str, Any], spec: dict[str, Any]
@@ -437,7 +462,8 @@ class Scheduler:
             return "failed"
         first, rest = chosen[0], chosen[1:]
         tx.execute(
-            "UPDATE jobs SET name = ?, copy_key = ? WHERE id = ?", (f"{j['base']}[{first}]", first, j["id"])
+            "UPDATE jobs SET name = ?, copy_key = ?, only_agent = ? WHERE id = ?",
+            (f"{j['base']}[{first}]", first, first, j["id"]),
         )
         for name in rest:
             tx.insert(
@@ -448,6 +474,8 @@ class Scheduler:
                     "base": j["base"],
                     "position": j["position"],
                     "copy_key": name,
+                    "only_agent": name,
+                    "resources": j.get("resources"),
                     "status": "pending",
                     "attempt": 0,
                     "outputs": "{}",
@@ -567,39 +595,74 @@ class Scheduler:
                 return r
         return None
 
-    def dispatch(self) -> None:
-        """Our own agents claim what they may run; others (other processes, hosts) are poked."""
+    def start_agents(self) -> None:
+        """Each of our agents claims and reports in its own thread, woken by dispatch() and by its jobs."""
         for agent in self.agents:
-            agent.claim(plan_of=self.plan)
-        left = self.db.all(
-            "SELECT j.id, j.base, j.run_id, j.reason, j.copy_key FROM jobs j JOIN runs r ON r.id = j.run_id "
-            "LEFT JOIN workflow_states ws ON r.kind = 'workflow' AND ws.workflow = r.target "
-            "WHERE j.status = 'waiting' AND j.gate IS NULL AND COALESCE(ws.paused, 0) = 0 "
-            "ORDER BY j.run_id, j.position, j.id LIMIT 200"
-        )
-        if not left:
+            threading.Thread(
+                target=agent.loop, args=(self.agent_stop, self.plan), name=f"agent-{agent.name}", daemon=True
+            ).start()
+
+    def stop_agents(self) -> None:
+        self.agent_stop.set()
+        for agent in self.agents:
+            agent.kick.set()
+
+    def dispatch(self) -> None:
+        """Jobs became ready: our own agents are woken to claim them, others (other processes, hosts)
+        are poked. The words on waiting jobs are rewritten only when what they say may have changed
+        (agents, pauses), not per job per tick."""
+        if self.new_waiting:
+            self.new_waiting = False
+            for agent in self.agents:
+                agent.kick.set()
+            mine = {a.name for a in self.agents}
+            others = [
+                a["name"]
+                for a in self._agent_rows()
+                if a["name"] not in mine and a["enabled"] and not a["lost"]
+            ]
+            if others:
+                poke_agents(self.db, others)
+        t = now()
+        if not self.reasons_stale and t - self.reasons_at < REASON_REFRESH:
             return
-        rows = agent_rows(self.db)
-        mine = {a.name for a in self.agents}
-        others = [a["name"] for a in rows if a["name"] not in mine and a["enabled"] and not a["lost"]]
-        if others:
-            poke_agents(self.db, others)
-        updates = []
-        for j in left:
-            run = self.db.one("SELECT id, plan FROM runs WHERE id = ?", (j["run_id"],))
-            assert run is not None
-            plan = self.plan(run)
-            spec = plan["jobs"][j["base"]]
-            pool = [a for a in rows if a["name"] == j["copy_key"]] if spec.get("run_on_all_agents") else rows
-            why = describe_wait(pool, plan, spec)
-            if why != j["reason"] and not (j["reason"] or "").startswith("retry "):
-                updates.append((why, j["id"]))
-        if updates:
-            with self.db.write() as tx:
-                for why, job_id in updates:
-                    tx.execute(
-                        "UPDATE jobs SET reason = ? WHERE id = ? AND status = 'waiting'", (why, job_id)
-                    )
+        rows = self._agent_rows()
+        seen = [(a["name"], a["enabled"], a["lost"], a["environments"], a["resources"]) for a in rows]
+        if seen == self.agents_seen and not self.reasons_stale:
+            self.reasons_at = t
+            return
+        self._describe_waiting(rows)
+        self.agents_seen, self.reasons_stale, self.reasons_at = seen, False, t
+
+    def _describe_waiting(self, rows: list[dict[str, Any]]) -> None:
+        """Say why the waiting jobs wait, one statement per kind of job (environment, resources, pin)."""
+        paused = (
+            "EXISTS (SELECT 1 FROM workflow_states ws WHERE r.kind = 'workflow' AND ws.workflow = r.target "
+            "AND ws.paused = 1)"
+        )
+        kinds = self.db.all(
+            "SELECT DISTINCT r.environment, j.resources, j.only_agent, "
+            f"CASE WHEN {paused} THEN 1 ELSE 0 END AS paused FROM jobs j JOIN runs r ON r.id = j.run_id "
+            "WHERE j.status = 'waiting' AND j.gate IS NULL"
+        )
+        if not kinds:
+            return
+        with self.db.write() as tx:
+            for k in kinds:
+                if k["paused"]:
+                    why = "paused"
+                else:
+                    pool = [a for a in rows if a["name"] == k["only_agent"]] if k["only_agent"] else rows
+                    spec = {"resources": loads(k["resources"], [])}
+                    why = describe_wait(pool, {"environment": k["environment"]}, spec)
+                tx.execute(
+                    "UPDATE jobs SET reason = ? WHERE status = 'waiting' AND gate IS NULL "
+                    "AND COALESCE(reason, '') <> ? AND COALESCE(reason, '') NOT LIKE 'retry %' "
+                    "AND COALESCE(resources, '') = ? AND COALESCE(only_agent, '') = ? "
+                    f"AND run_id IN (SELECT r.id FROM runs r WHERE COALESCE(r.environment, '') = ? "
+                    f"AND {'' if k['paused'] else 'NOT '}{paused})",
+                    (why, why, k["resources"] or "", k["only_agent"] or "", k["environment"] or ""),
+                )
 
     def check_agents(self) -> None:
         """Agents whose heartbeat stopped are lost; their jobs fail with `agent lost` (retry applies),
@@ -662,7 +725,8 @@ class Scheduler:
         with self.db.write() as tx:
             for old in lost:
                 j = tx.one(
-                    "SELECT * FROM jobs WHERE id = ? AND status = 'running' AND claim_token = ?",
+                    "SELECT * FROM jobs WHERE id = ? AND status = 'running' AND claim_token = ?"
+                    + tx.for_update,
                     (old["id"], old["claim_token"]),
                 )
                 if j is None:
@@ -672,8 +736,13 @@ class Scheduler:
                 retry = self.plan(run)["jobs"][j["base"]].get("retry") or {}
                 if retry and j["attempt"] <= int(retry.get("limit") or 0) and not retry.get("exit_codes"):
                     tx.execute(
-                        "UPDATE jobs SET status = 'waiting', agent = NULL, pid = NULL, reason = ? WHERE id = ?",
-                        (f"retry {j['attempt']} of {retry['limit']} after agent lost", j["id"]),
+                        "UPDATE jobs SET status = 'waiting', agent = NULL, pid = NULL, reason = ? "
+                        "WHERE id = ? AND status = 'running' AND claim_token = ?",
+                        (
+                            f"retry {j['attempt']} of {retry['limit']} after agent lost",
+                            j["id"],
+                            j["claim_token"],
+                        ),
                     )
                     record_event(
                         tx,
@@ -686,8 +755,8 @@ class Scheduler:
                 else:
                     tx.execute(
                         "UPDATE jobs SET status = 'failed', reason = 'agent lost', finished_at = ?, "
-                        "pid = NULL WHERE id = ?",
-                        (now(), j["id"]),
+                        "pid = NULL WHERE id = ? AND status = 'running' AND claim_token = ?",
+                        (now(), j["id"], j["claim_token"]),
                     )
                     record_event(
                         tx,

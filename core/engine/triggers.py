@@ -27,7 +27,15 @@ def start_child(
     job: dict[str, Any],
     spec: dict[str, Any],
 ) -> tuple[str, int | None]:
-    """Returns the job's new status and the child run id (None when no child was created)."""
+    """Returns the job's new status and the child run id (None when no child was created).
+
+    One child per job, ever: the job's row is locked first and must still be ready (pending,
+    or waiting behind its group), so a second look at the same job starts nothing."""
+    row = tx.one(f"SELECT status, gate FROM jobs WHERE id = ?{tx.for_update}", (job["id"],))
+    if row is None or not (
+        row["status"] == "pending" or (row["status"] == "waiting" and row["gate"] == "group")
+    ):
+        return (row["status"] if row else "cancelled"), None
     trig = spec["trigger"]
     target = trig["workflow"]
     if svc is None:

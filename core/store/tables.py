@@ -10,7 +10,7 @@ epoch seconds (UTC), flags are integers 0/1, structured values are JSON text.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -40,6 +40,7 @@ class Run(SQLModel, table=True):
     cancelled_by: str | None = None
     reason: str | None = None
     natural_at: float | None = None  # earliest material timestamp (natural order)
+    environment: str | None = None  # the plan's environment: agents fence on it in their claim
 
 
 class JobRow(SQLModel, table=True):
@@ -48,6 +49,7 @@ class JobRow(SQLModel, table=True):
         Index("ix_jobs_run", "run_id"),
         Index("ix_jobs_status", "status"),
         Index("ix_jobs_run_status", "run_id", "status"),
+        Index("ix_jobs_claim", "status", "gate", "run_id", "position", "id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     run_id: int
@@ -73,6 +75,8 @@ class JobRow(SQLModel, table=True):
     pid: int | None = None
     proc_start: str | None = None  # /proc start time: guards against PID reuse
     claim_token: int = 0
+    resources: str | None = Field(default=None, sa_column=Column(Text))  # JSON list the agent must have
+    only_agent: str | None = None  # a run_on_all_agents copy: the one agent that may take it
     child_run_id: int | None = None
     group_name: str | None = None  # concurrency group of the job, if any
     gate: str | None = None  # why a `waiting` job may not be dispatched yet: group | trigger
@@ -103,6 +107,7 @@ class Event(SQLModel, table=True):
     workflow: str | None = None
     message: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     details: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
+    tx: int | None = Field(default=None, sa_column=Column(BigInteger))  # PostgreSQL: the writing transaction
 
 
 class Agent(SQLModel, table=True):

@@ -336,84 +336,101 @@ class Outcome:
     gone: bool = False  # executed or purged by someone else meanwhile
 
 
+# items per write transaction on SQLite: fewer commits, and the engine starts on the first batch.
+# On PostgreSQL one: an item's transaction locks its workflow, and two batches taking the locks
+# of two workflows in opposite orders would deadlock.
+EXECUTE_BATCH = {"sqlite": 50, "postgresql": 1}
+
+
 def execute(
     svc: Service, ids: list[int], *, actor: str | None = None, trigger: str = "queue"
 ) -> list[Outcome]:
-    """Start each item (in queued order) as exactly one run; paused or locked items stay queued."""
+    """Start each item (in queued order) as exactly one run; paused or locked items stay queued.
+
+    Items are started in batches (EXECUTE_BATCH) to a transaction, each inside a savepoint: an item that
+    cannot start is undone alone (and stays queued, saying why), and the engine is woken
+    after each batch, so it starts on the first runs while the next are being created."""
     actor = actor or identity.actor()
-    outcomes = []
-    for item_id in sorted(ids):
-        try:
-            outcomes.append(_execute_one(svc, item_id, actor, trigger))
-        except _Unstartable as e:  # rolled back: the item stays queued
-            row = svc.db.one("SELECT * FROM queue_items WHERE id = ?", (item_id,))
-            assert row is not None
-            with svc.db.write() as tx:
-                record_event(
-                    tx,
-                    "queue.refused",
-                    actor,
-                    f"#{item_id} stays queued: {e}",
-                    item_id=item_id,
-                    details={"reason": str(e)},
-                )
-            outcomes.append(Outcome(item_view(row, _specs(svc, row["kind"], row["target"])), refused=str(e)))
-    if any(o.run_id for o in outcomes):
-        svc.poke()
+    outcomes: list[Outcome] = []
+    ordered = sorted(ids)
+    size = EXECUTE_BATCH[svc.db.dialect]
+    for i in range(0, len(ordered), size):
+        batch: list[Outcome] = []
+        with svc.db.write() as tx:
+            for item_id in ordered[i : i + size]:
+                try:
+                    with tx.savepoint():
+                        batch.append(_execute_one(svc, tx, item_id, actor, trigger))
+                except _Unstartable as e:  # undone: the item stays queued
+                    row = tx.one("SELECT * FROM queue_items WHERE id = ?", (item_id,))
+                    assert row is not None
+                    record_event(
+                        tx,
+                        "queue.refused",
+                        actor,
+                        f"#{item_id} stays queued: {e}",
+                        item_id=item_id,
+                        details={"reason": str(e)},
+                    )
+                    batch.append(
+                        Outcome(item_view(row, _specs(svc, row["kind"], row["target"])), refused=str(e))
+                    )
+        outcomes.extend(batch)
+        if any(o.run_id for o in batch):
+            svc.poke()
     return outcomes
 
 
-def _execute_one(svc: Service, item_id: int, actor: str, trigger: str) -> Outcome:
-    with svc.db.write() as tx:
-        row = tx.one(f"SELECT * FROM queue_items WHERE id = ?{tx.for_update}", (item_id,))
-        assert row is not None
-        view = item_view(row, _specs(svc, row["kind"], row["target"]))
-        if row["status"] != "queued":
-            return Outcome(view, gone=True)
-        plan, reason = _plan_for(svc, tx, row)
-        if reason is not None:
-            record_event(
-                tx,
-                "queue.refused",
-                actor,
-                f"#{item_id} stays queued: {reason}",
-                item_id=item_id,
-                workflow=row["target"] if row["kind"] == "workflow" else None,
-                details={"reason": reason},
-            )
-            return Outcome(view, refused=reason)
-        assert plan is not None
-        changed = tx.execute(
-            "UPDATE queue_items SET status = 'executed', closed_by = ?, closed_at = ? "
-            "WHERE id = ? AND status = 'queued'",
-            (actor, now(), item_id),
-        )
-        if not changed:
-            return Outcome(view, gone=True)
-        try:
-            run_id = create_run(
-                tx,
-                plan,
-                loads(row["inputs"], {}),
-                trigger=trigger,
-                actor=actor,
-                queue_item_id=item_id,
-                pins=loads(row["pins"], {}),
-            )
-        except SluiceError as e:  # a material is gone or not built yet: say so, keep it queued
-            raise _Unstartable(str(e)) from None
-        tx.execute("UPDATE queue_items SET run_id = ? WHERE id = ?", (run_id, item_id))
+def _execute_one(svc: Service, tx: Tx, item_id: int, actor: str, trigger: str) -> Outcome:
+    row = tx.one(f"SELECT * FROM queue_items WHERE id = ?{tx.for_update}", (item_id,))
+    assert row is not None
+    view = item_view(row, _specs(svc, row["kind"], row["target"]))
+    if row["status"] != "queued":
+        return Outcome(view, gone=True)
+    plan, reason = _plan_for(svc, tx, row)
+    if reason is not None:
         record_event(
             tx,
-            "queue.executed",
+            "queue.refused",
             actor,
-            f"executed #{item_id} as run #{run_id}",
+            f"#{item_id} stays queued: {reason}",
             item_id=item_id,
-            run_id=run_id,
             workflow=row["target"] if row["kind"] == "workflow" else None,
+            details={"reason": reason},
         )
-        view["status"], view["run_id"] = "executed", run_id
-        return Outcome(view, run_id=run_id)
+        return Outcome(view, refused=reason)
+    assert plan is not None
+    changed = tx.execute(
+        "UPDATE queue_items SET status = 'executed', closed_by = ?, closed_at = ? "
+        "WHERE id = ? AND status = 'queued'",
+        (actor, now(), item_id),
+    )
+    if not changed:
+        return Outcome(view, gone=True)
+    try:
+        run_id = create_run(
+            tx,
+            plan,
+            loads(row["inputs"], {}),
+            trigger=trigger,
+            actor=actor,
+            queue_item_id=item_id,
+            pins=loads(row["pins"], {}),
+        )
+    except SluiceError as e:  # a material is gone or not built yet: say so, keep it queued
+        raise _Unstartable(str(e)) from None
+    tx.execute("UPDATE queue_items SET run_id = ? WHERE id = ?", (run_id, item_id))
+    record_event(
+        tx,
+        "queue.executed",
+        actor,
+        f"executed #{item_id} as run #{run_id}",
+        item_id=item_id,
+        run_id=run_id,
+        workflow=row["target"] if row["kind"] == "workflow" else None,
+    )
+    view["status"], view["run_id"] = "executed", run_id
+    return Outcome(view, run_id=run_id)
 
 
 def _plan_for(svc: Service, tx: Tx, row: dict[str, Any]) -> tuple[Plan | None, str | None]:

@@ -460,6 +460,20 @@ class Tx:
 
     # ------------------------------------------------------------ narrow locks (PostgreSQL)
 
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A part of the transaction that an exception undoes alone (then re-raised)."""
+        self._savepoints = getattr(self, "_savepoints", 0) + 1
+        name = f"sluice_sp{self._savepoints}"
+        self._run(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self._run(f"ROLLBACK TO SAVEPOINT {name}")
+            self._run(f"RELEASE SAVEPOINT {name}")
+            raise
+        self._run(f"RELEASE SAVEPOINT {name}")
+
     @property
     def for_update(self) -> str:
         """` FOR UPDATE` on PostgreSQL, to end a SELECT that locks the rows it reads until the

@@ -429,7 +429,15 @@ def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> i
 
     agent.notify = on_job_end
     sel.register(inner_r, selectors.EVENT_READ, None)
-    agent.on_done = lambda run_id: None
+    # results stored (by whichever thread stored them): the engine is poked once per wake-up of
+    # this loop, so it settles those runs and readies what comes next at once
+    settled: set[int] = set()
+
+    def on_done(run_id: int) -> None:
+        settled.add(run_id)
+        on_job_end()
+
+    agent.on_done = on_done
     done = threading.Event()
 
     def watchdog() -> None:
@@ -450,10 +458,9 @@ def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> i
             key.data.drain()
 
     def report() -> None:
-        with agent.lock:
-            finished = bool(agent.done)
         agent.report()
-        if finished:
+        if settled:
+            settled.clear()
             _poke_engine(db)  # the engine settles the runs those jobs belong to
 
     while not stop.is_set():

@@ -21,6 +21,7 @@ class Run(SQLModel, table=True):
         Index("ix_runs_status", "status"),
         Index("ix_runs_parent", "parent_run_id"),
         Index("ix_runs_natural", "natural_at", "id"),
+        Index("ix_runs_target_id", "target", "id"),
     )
     id: int | None = Field(default=None, primary_key=True)
     kind: str  # workflow | method

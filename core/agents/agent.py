@@ -403,6 +403,8 @@ def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> i
     import selectors
     import socket
 
+    sys.setswitchinterval(0.0005)  # job threads spawn and read between this loop's work (see the engine)
+
     from ..wake import WakeSocket
 
     wake = WakeSocket(db.url + f"#agent:{agent.name}")

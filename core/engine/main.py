@@ -32,6 +32,7 @@ from .scheduler import Scheduler
 # how long the scheduler lease lasts without renewal (tests shorten it)
 LEASE_SECONDS = float(os.environ.get("SLUICE_LEASE_SECONDS", "10"))
 IDLE_TICK = 1.0  # a safety net; wake-ups do the real work
+SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while another waits for it
 TICK_GAP = 0.01  # at most one tick per this many seconds for our own jobs' endings
 
 
@@ -176,6 +177,10 @@ class Engine:
         return False
 
     def serve(self) -> int:
+        # Job threads start processes and read pipes between the scheduler's Python work: with the
+        # default 5 ms switch interval a Popen that waits three times for the GIL behind a busy
+        # thread takes 15 ms instead of 0.2 ms (bench/README.md, issue 11)
+        sys.setswitchinterval(SWITCH_INTERVAL)
         wake = WakeSocket(self.db.url)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             signal.signal(sig, self._on_signal)

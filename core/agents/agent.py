@@ -42,8 +42,11 @@ _CANDIDATES = (
     "WHERE j.status = 'waiting' AND j.gate IS NULL AND r.cancel_requested = 0 AND COALESCE(ws.paused, 0) = 0 "
     "AND (j.only_agent IS NULL OR j.only_agent = ?) AND {env}{res} "
     "AND EXISTS (SELECT 1 FROM agents a WHERE a.name = ? AND a.enabled = 1 AND a.lost = 0) "
-    "ORDER BY j.status, j.gate, j.run_id, j.position, j.id LIMIT ?"
+    "ORDER BY j.status, j.gate, j.run_id, j.position, j.id LIMIT ?{lock}"
 )
+# PostgreSQL: the candidates are locked as they are read, and rows another agent is claiming
+# are passed over, so agents claiming at the same moment take different jobs
+_LOCK = {"sqlite": "", "postgresql": " FOR UPDATE OF j SKIP LOCKED"}
 
 
 def agent_timeout() -> float:
@@ -307,7 +310,10 @@ class Agent:
         limit = free if not self.resources else free * 4 + 50
         t = now()
         have = set(self.resources)
-        rows = tx.all(_CANDIDATES.format(env=env, res=res), (self.name, *self.environments, self.name, limit))
+        rows = tx.all(
+            _CANDIDATES.format(env=env, res=res, lock=_LOCK[self.db.dialect]),
+            (self.name, *self.environments, self.name, limit),
+        )
         ids = [r["id"] for r in rows if not r["resources"] or set(loads(r["resources"])) <= have][:free]
         if not ids:
             return [], {}

@@ -31,6 +31,9 @@ from .procs import proc_start, signal_group, store_id
 CHUNK_BYTES = 64 * 1024
 FLUSH_SECONDS = 0.25
 PID_RECORD_AFTER = 0.5
+POLL_SECONDS = (
+    0.25  # a running step's loop wakes at least this often (output, exit and cancel wake it at once)
+)
 # output kept in memory while the store cannot be written
 PENDING_LIMIT = int(os.environ.get("SLUICE_LOG_BUFFER", str(8 * 1024 * 1024)))
 OUTPUT_LIMIT = 64 * 1024
@@ -380,6 +383,7 @@ class JobRunner:
         self._cancel_event = threading.Event()
         self.proc: subprocess.Popen[bytes] | None = None
         self._kill_now = False
+        self._wake_w: int | None = None  # the write end of the running step's wake-up pipe
         self.result: tuple[str, int | None, str | None, dict[str, str]] = ("failed", None, "not run", {})
 
     # ------------------------------------------------------------ control
@@ -390,6 +394,16 @@ class JobRunner:
             self._cancel = reason
             self._cancel_status = status
             self._cancel_event.set()
+            self._wake_loop()
+
+    def _wake_loop(self) -> None:
+        """Wake the step's loop from its wait (a cancel is acted on at once, not at the next poll)."""
+        w = self._wake_w
+        if w is not None:
+            try:
+                os.write(w, b"!")
+            except OSError:
+                pass  # full (a wake-up is pending) or closed (the step ended)
 
     def kill_now(self) -> None:
         """SIGKILL the job's processes at once, no grace (they must not run on beside a retry)."""
@@ -579,6 +593,12 @@ class JobRunner:
         pidfd = _pidfd(proc.pid)
         if pidfd is not None:
             sel.register(pidfd, selectors.EVENT_READ, "exit")
+        wake_r, self._wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        sel.register(wake_r, selectors.EVENT_READ, "wake")
+        if self._cancel:
+            self._wake_loop()  # cancelled while the step was starting
         stopped: str | None = None
         kill_at: float | None = None
         eof = False
@@ -612,7 +632,21 @@ class JobRunner:
                     signal_group(pgid, signal.SIGKILL)
                     kill_at = float("inf")
                 if not eof or pidfd is not None:
-                    for key, _ in sel.select(timeout=0.05):
+                    # woken by output, the process's end or a cancel; else at the next thing due
+                    wait = POLL_SECONDS if pidfd is not None else 0.05
+                    t = time.monotonic()
+                    for due in (deadline if stopped is None else None, kill_at, record_pid_at):
+                        if due is not None and due != float("inf"):
+                            wait = min(wait, max(0.0, due - t))
+                    if log.buf or log.pending:
+                        wait = min(wait, max(0.0, log.last_flush + FLUSH_SECONDS - t))
+                    for key, _ in sel.select(timeout=wait):
+                        if key.data == "wake":
+                            try:
+                                os.read(wake_r, 64)
+                            except BlockingIOError:
+                                pass
+                            continue
                         if key.data == "exit":
                             continue
                         try:
@@ -647,6 +681,10 @@ class JobRunner:
             sel.close()
             if pidfd is not None:
                 os.close(pidfd)
+            w, self._wake_w = self._wake_w, None
+            os.close(wake_r)
+            if w is not None:
+                os.close(w)
             proc.stdout.close()
         code = proc.wait()
         if code < 0:

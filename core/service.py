@@ -287,7 +287,8 @@ class Service:
     def cancel_run(self, run_id: int, actor: str | None = None) -> RunView:
         actor = actor or identity.actor()
         with self.db.write() as tx:
-            run = tx.one("SELECT id, status, target FROM runs WHERE id = ?", (run_id,))
+            # locked while we decide: a run that ends meanwhile is refused as ended, not cancelled
+            run = tx.one(f"SELECT id, status, target FROM runs WHERE id = ?{tx.for_update}", (run_id,))
             if run is None:
                 raise NotFound(f"no run #{run_id}")
             if run["status"] in FINAL_RUN:
@@ -414,7 +415,7 @@ class Service:
     def set_agent_enabled(self, name: str, enabled: bool, actor: str | None = None) -> dict[str, Any]:
         actor = actor or identity.actor()
         with self.db.write() as tx:
-            row = tx.one("SELECT * FROM agents WHERE name = ?", (name,))
+            row = tx.one(f"SELECT * FROM agents WHERE name = ?{tx.for_update}", (name,))
             if row is None:
                 names = [r["name"] for r in tx.all("SELECT name FROM agents")]
                 raise NotFound(f"no agent '{name}'{did_you_mean(name, names)}")

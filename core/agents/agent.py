@@ -19,7 +19,7 @@ from typing import Any
 from .. import identity
 from ..errors import Refused
 from ..service import record_event, record_events
-from ..store.db import Database, StoreError, StoreUnavailable, Tx, dumps, loads, now
+from ..store.db import Database, IntegrityError, StoreError, StoreUnavailable, Tx, dumps, loads, now
 from .runner import LOG_LIMIT, JobRunner, WorkerPool
 
 # Claims: the waiting jobs this agent may take, matched in SQL (environment fencing, pinned
@@ -146,7 +146,8 @@ class Agent:
         """Add or refresh this agent's row. A live agent of the same name elsewhere is refused."""
         t = now()
         with self.db.write() as tx:
-            row = tx.one("SELECT * FROM agents WHERE name = ?", (self.name,))
+            # two agents of one name starting at once: the row is locked while each decides
+            row = tx.one(f"SELECT * FROM agents WHERE name = ?{tx.for_update}", (self.name,))
             if (
                 row is not None
                 and not takeover
@@ -166,7 +167,12 @@ class Agent:
                 "heartbeat_at": t,
             }
             if row is None:
-                tx.insert("agents", {"name": self.name, "enabled": 1, **values})
+                try:
+                    tx.insert("agents", {"name": self.name, "enabled": 1, **values})
+                except IntegrityError:  # PostgreSQL: another process inserted it a moment ago
+                    raise Refused(
+                        f"agent {self.name} was registered a moment ago by another process"
+                    ) from None
                 record_event(
                     tx,
                     "agent.registered",

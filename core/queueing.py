@@ -336,10 +336,8 @@ class Outcome:
     gone: bool = False  # executed or purged by someone else meanwhile
 
 
-# items per write transaction on SQLite: fewer commits, and the engine starts on the first batch.
-# On PostgreSQL one: an item's transaction locks its workflow, and two batches taking the locks
-# of two workflows in opposite orders would deadlock.
-EXECUTE_BATCH = {"sqlite": 50, "postgresql": 1}
+# items per write transaction: fewer commits, and the engine starts on the first batch
+EXECUTE_BATCH = 50
 
 
 def execute(
@@ -347,17 +345,26 @@ def execute(
 ) -> list[Outcome]:
     """Start each item (in queued order) as exactly one run; paused or locked items stay queued.
 
-    Items are started in batches (EXECUTE_BATCH) to a transaction, each inside a savepoint: an item that
+    Items are started EXECUTE_BATCH to a transaction, each inside a savepoint: an item that
     cannot start is undone alone (and stays queued, saying why), and the engine is woken
     after each batch, so it starts on the first runs while the next are being created."""
     actor = actor or identity.actor()
     outcomes: list[Outcome] = []
     ordered = sorted(ids)
-    size = EXECUTE_BATCH[svc.db.dialect]
-    for i in range(0, len(ordered), size):
+    for i in range(0, len(ordered), EXECUTE_BATCH):
         batch: list[Outcome] = []
+        chunk = ordered[i : i + EXECUTE_BATCH]
         with svc.db.write() as tx:
-            for item_id in ordered[i : i + size]:
+            if svc.db.dialect == "postgresql":
+                # the house's lock order for the whole batch up front, rows then workflows (each
+                # sorted), so two batches over the same items or workflows never wait in a circle
+                marks = ",".join("?" * len(chunk))
+                rows = tx.all(
+                    f"SELECT id, kind, target FROM queue_items WHERE id IN ({marks}) ORDER BY id FOR UPDATE",
+                    chunk,
+                )
+                tx.lock(*{gates.workflow_key(r["target"]) for r in rows if r["kind"] == "workflow"})
+            for item_id in chunk:
                 try:
                     with tx.savepoint():
                         batch.append(_execute_one(svc, tx, item_id, actor, trigger))

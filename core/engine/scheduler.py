@@ -21,6 +21,7 @@ from . import groups, timers, triggers, upstream
 
 FAILED = FAILED_JOB
 LOST_KILL_WAIT = 5.0  # seconds to wait for a lost agent's job processes to be gone after SIGKILL
+SMALL_RUN = 20  # jobs: a run this small has its statuses read in one statement when settled
 EVALUATE_BATCH = 100  # runs looked at per write transaction: short enough not to stall other writers
 # events written by other processes that change what a run should do next
 EXTERNAL_EVENTS = (
@@ -259,8 +260,10 @@ class Scheduler:
         costs about the same to look at as a small one.
         """
         with self.db.write() as tx:
+            marks = ",".join("?" * len(run_ids))
+            rows = {r["id"]: r for r in tx.all(f"SELECT * FROM runs WHERE id IN ({marks})", run_ids)}
             for run_id in run_ids:
-                run = tx.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+                run = rows.get(run_id)
                 if run is None or run["status"] not in ACTIVE_RUN:
                     self.plans.pop(run_id, None)
                     continue
@@ -518,10 +521,21 @@ class Scheduler:
                         tx.execute("UPDATE jobs SET reason = ? WHERE id = ?", (why, j["id"]))
 
     def _settle(self, tx: Tx, run: dict[str, Any]) -> None:
-        groups.release_finished(tx, run["id"])
+        plan = self.plan(run)
+        grouped = any(spec.get("group") for spec in plan["jobs"].values())  # else no slot to give back
+        if grouped:
+            groups.release_finished(tx, run["id"])
+        present: set[str] | None = None
+        if sum(spec.get("parallelism") or 1 for spec in plan["jobs"].values()) <= SMALL_RUN:
+            # a small run: its statuses in one statement
+            present = {
+                r["status"] for r in tx.all("SELECT DISTINCT status FROM jobs WHERE run_id = ?", (run["id"],))
+            }
 
         # cheap probes on (run_id, status): a wide fan-out must not be counted on every completion
         def has(*statuses: str) -> bool:
+            if present is not None:
+                return bool(present & set(statuses))
             return (
                 tx.one(
                     f"SELECT 1 AS x FROM jobs WHERE run_id = ? AND status IN ({_marks(statuses)}) LIMIT 1",
@@ -537,9 +551,12 @@ class Scheduler:
         elif has("pending"):
             status = "pending" if run["started_at"] is None else "running"
         else:
-            statuses = {
-                r["status"] for r in tx.all("SELECT DISTINCT status FROM jobs WHERE run_id = ?", (run["id"],))
-            }
+            statuses = present
+            if statuses is None:
+                statuses = {
+                    r["status"]
+                    for r in tx.all("SELECT DISTINCT status FROM jobs WHERE run_id = ?", (run["id"],))
+                }
             if run["cancel_requested"] and "cancelled" in statuses:
                 status = "cancelled"
             elif statuses & set(FAILED):
@@ -558,7 +575,8 @@ class Scheduler:
                 run_id=run["id"],
                 workflow=run["target"] if run["kind"] == "workflow" else None,
             )
-            groups.release_all(tx, run["id"])
+            if grouped:
+                groups.release_all(tx, run["id"])
             if status == "succeeded":
                 downstream = upstream.on_success(self.service, tx, run)
                 if downstream:

@@ -112,6 +112,16 @@ class Proj:
                 time.sleep(0.02)
 
 
+def twin(proj: Proj, tmp_path: Path, name: str) -> tuple[Proj, dict[str, str]]:
+    """A second project directory (another host, as far as the engines know) on the same database."""
+    db_url = proj.db_url or f"sqlite:///{proj.root / '.sluice' / 'state.db'}"
+    other = Proj(tmp_path / name, proj.template_db, db_url)
+    other.root.mkdir()
+    for path in proj.root.rglob("*.yaml"):
+        other.write(str(path.relative_to(proj.root)), path.read_text())
+    return other, {"SLUICE_DATABASE_URL": db_url}
+
+
 def gone(pid: int) -> bool:
     """Dead or a zombie (in a container, nobody may reap an orphan)."""
     try:

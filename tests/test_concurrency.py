@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Proj
+from conftest import Proj, twin
 
 # exit codes a command may legitimately end with while others change the same things (SPEC 10):
 # 3 refused (duplicate, paused, locked, nothing to unlock, already final), 4 not found (an item
@@ -129,16 +129,6 @@ MODEL = """\
         inputs: {{n: {{}}}}
         run: '{step} 0.02'
     """
-
-
-def twin(proj: Proj, tmp_path: Path, name: str) -> tuple[Proj, dict[str, str]]:
-    """A second project directory (another host, as far as the engines know) on the same database."""
-    db_url = proj.db_url or f"sqlite:///{proj.root / '.sluice' / 'state.db'}"
-    other = Proj(tmp_path / name, proj.template_db, db_url)
-    other.root.mkdir()
-    for path in proj.root.rglob("*.yaml"):
-        other.write(str(path.relative_to(proj.root)), path.read_text())
-    return other, {"SLUICE_DATABASE_URL": db_url}
 
 
 # ------------------------------------------------------------------ the CLI processes

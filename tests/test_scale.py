@@ -10,19 +10,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import Proj
+from conftest import Proj, twin
 
 LEASE_TAKEOVER = 25  # the standby takes over once the killed engine's 10 s lease has run out
-
-
-def twin(proj: Proj, tmp_path: Path, name: str) -> tuple[Proj, dict[str, str]]:
-    """A second project directory (another host, as far as the engines know) on the same database."""
-    db_url = proj.db_url or f"sqlite:///{proj.root / '.sluice' / 'state.db'}"
-    other = Proj(tmp_path / name, proj.template_db, db_url)
-    other.root.mkdir()
-    for path in proj.root.rglob("*.yaml"):
-        other.write(str(path.relative_to(proj.root)), path.read_text())
-    return other, {"SLUICE_DATABASE_URL": db_url}
 
 
 def shared_service(proj: Proj, url: str):

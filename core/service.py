@@ -32,19 +32,20 @@ def record_event(
     workflow: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
-    tx.insert(
-        "events",
-        {
-            "at": now(),
-            "actor": actor,
-            "kind": kind,
-            "run_id": run_id,
-            "job_id": job_id,
-            "item_id": item_id,
-            "workflow": workflow,
-            "message": message,
-            "details": dumps(details or {}),
-        },
+    record_events(
+        tx,
+        [
+            {
+                "actor": actor,
+                "kind": kind,
+                "message": message,
+                "run_id": run_id,
+                "job_id": job_id,
+                "item_id": item_id,
+                "workflow": workflow,
+                "details": details,
+            }
+        ],
     )
 
 

@@ -218,14 +218,6 @@ class Agent:
     def free(self) -> int:
         return 0 if self.draining else self.capacity - len(self.runners)
 
-    def claim(self, plan_of: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> int:
-        """Store what finished and fill the free slots; returns how many jobs started."""
-        return self.step(plan_of)
-
-    def report(self) -> None:
-        """Store the results of the jobs that finished (and fill their slots while at it)."""
-        self.step()
-
     def step(self, plan_of: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> int:
         """The agent's whole work after a wake-up, in one write transaction: the results of the jobs
         that finished since the last step (those that end together are committed together), then
@@ -471,8 +463,8 @@ def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> i
         else:
             key.data.drain()
 
-    def report() -> None:
-        agent.report()
+    def step() -> None:
+        agent.step()  # results stored, free slots filled
         if settled:
             settled.clear()
             _poke_engine(db)  # the engine settles the runs those jobs belong to
@@ -484,9 +476,7 @@ def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> i
             next_beat = t + beat_every
         try:
             agent.check_cancels()
-            report()
-            if not stop.is_set():
-                agent.claim()
+            step()
         except StoreError:
             pass
         if stop.is_set():
@@ -501,7 +491,7 @@ def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> i
             next_beat = time.monotonic() + beat_every
         try:
             agent.check_cancels()
-            report()
+            step()  # draining: stores results, claims nothing
         except StoreError:
             pass
         for key, _ in sel.select(timeout=0.1):

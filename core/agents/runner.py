@@ -380,7 +380,6 @@ class JobRunner:
         self.on_done = on_done
         self._cancel: str | None = None
         self._cancel_status = "cancelled"
-        self._cancel_event = threading.Event()
         self.proc: subprocess.Popen[bytes] | None = None
         self._kill_now = False
         self._wake_w: int | None = None  # the write end of the running step's wake-up pipe
@@ -393,7 +392,6 @@ class JobRunner:
         if self._cancel is None:
             self._cancel = reason
             self._cancel_status = status
-            self._cancel_event.set()
             self._wake_loop()
 
     def _wake_loop(self) -> None:

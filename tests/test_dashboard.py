@@ -217,6 +217,27 @@ def test_run_view_release_and_cancel(proj: Proj) -> None:
     assert proj.service().db.scalar("SELECT cancel_requested FROM runs WHERE id = 2") == 1
 
 
+def test_cancel_on_a_finished_run_says_so_without_a_dialog(proj: Proj) -> None:
+    fixed_demo(proj)  # run #1 succeeded, run #2 is on hold
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24), notifications=True) as pilot:
+            await pilot.press("2")
+            await settle(pilot, app)
+            await pilot.press("down")
+            assert app.pane("runs").current()["id"] == 1
+            await pilot.press("c")
+            await settle(pilot, app, until=lambda: toasts(app))
+            from tui.screens.modals import ConfirmScreen
+
+            assert not isinstance(app.screen, ConfirmScreen)
+            assert "run #1 already succeeded: nothing to cancel" in toasts(app)
+
+    run(go())
+    assert proj.service().db.scalar("SELECT cancel_requested FROM runs WHERE id = 1") == 0
+
+
 def test_pause_and_unpause_a_workflow(proj: Proj) -> None:
     fixed_demo(proj)
 

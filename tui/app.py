@@ -28,6 +28,7 @@ from core import flow, holds, queueing
 from core.errors import SluiceError
 from core.identity import actor_user
 from core.service import Service
+from core.statuses import FINAL_RUN
 from core.store.db import StoreError
 
 from .screens.base import ReadOnlyAware, styled_status
@@ -772,9 +773,20 @@ class SluiceApp(App[None]):
 
     def cancel_flow(self, run_ids: list[int]) -> None:
         lines = []
+        ended = []
+        alive = []
         for rid in run_ids:
             r = self.svc.run_row(rid)
-            lines.append(f"#{rid}  {r['target']}  ({r['status']})")
+            if r["status"] in FINAL_RUN:  # nothing to cancel: say so, no dialog to dismiss
+                ended.append(f"run #{rid} already {r['status']}: nothing to cancel")
+            else:
+                alive.append(rid)
+                lines.append(f"#{rid}  {r['target']}  ({r['status']})")
+        run_ids = alive
+        if ended:
+            self.notify("; ".join(ended), severity="warning")
+        if not run_ids:
+            return
 
         def done(ok: bool | None) -> None:
             if ok:
@@ -826,7 +838,12 @@ class SluiceApp(App[None]):
                     continue
                 seen.add(b.key)
                 keys.append((b.key.replace("question_mark", "?").replace("slash", "/"), b.description))
-        keys += [("1-4, tab", "switch panes"), ("ctrl+p", "command palette"), ("q", "quit")]
+        keys += [
+            ("j/k, g/G, home/end", "down, up, first/last row"),
+            ("1-4, tab", "switch panes"),
+            ("ctrl+p", "command palette"),
+            ("q", "quit"),
+        ]
         self.push_screen(HelpScreen(f"Keys · {title}", keys))
 
 

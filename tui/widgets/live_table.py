@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowDoesNotExist
 
@@ -14,6 +15,14 @@ Cell = str | Text
 
 class LiveTable(DataTable):
     """Rows are keyed by id; `apply` brings the table to a new list of rows with minimal work."""
+
+    # the keys people already have (less, vim, k9s); Home/End go to the first/last row, not sideways
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False, id="table.down"),
+        Binding("k", "cursor_up", "Up", show=False, id="table.up"),
+        Binding("g,home", "first_row", "First row", show=False, id="table.first"),
+        Binding("G,end", "last_row", "Last row", show=False, id="table.last"),
+    ]
 
     def __init__(self, columns: Sequence[tuple[str, str]], *, id_column: int = 0, **kwargs: Any):
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
@@ -25,6 +34,14 @@ class LiveTable(DataTable):
     def on_mount(self) -> None:
         for key, label in self._columns:
             self.add_column(label, key=key)
+
+    def action_first_row(self) -> None:
+        if self.row_count:
+            self.move_cursor(row=0, animate=False)
+
+    def action_last_row(self) -> None:
+        if self.row_count:
+            self.move_cursor(row=self.row_count - 1, animate=False)
 
     @property
     def cursor_key(self) -> str | None:
@@ -56,7 +73,8 @@ class LiveTable(DataTable):
                 elif old != cells:
                     for (col, _), before, after in zip(self._columns, old, cells, strict=True):
                         if before != after:
-                            self.update_cell(key, col, after)
+                            # a status that grows (ready -> paused: reason) must not be cut to the old width
+                            self.update_cell(key, col, after, update_width=True)
                 self._rows[key] = cells
             if order != natural:
                 # DataTable sorts by cell values: sort on the rank of each row's unique id cell

@@ -1,0 +1,56 @@
+"""The live tables: cells keep their whole text when an update makes them longer (issue 12, point 2);
+the keys people already have move the cursor (j/k, g/G, Home/End)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from conftest import Proj
+from dash import app_for, fixed_demo
+from test_dashboard import settle
+
+
+def row_text(table, key: str) -> str:
+    """The row as drawn on screen (what the user reads), not the data behind it."""
+    y = table.get_row_index(key) + 1  # below the header
+    return table.render_line(y - int(table.scroll_y)).text
+
+
+def test_a_cell_that_grows_is_not_cut(proj: Proj) -> None:
+    fixed_demo(proj)
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(120, 30)) as pilot:
+            await pilot.press("4")
+            await settle(pilot, app)
+            table = app.pane("workflows").table
+            reason = "change freeze until the DBA is back from the holiday"
+            assert reason not in row_text(table, "release")  # longer than anything in the column
+            await pilot.press("p", *reason, "enter")
+            await settle(pilot, app, until=lambda: app.pane("workflows").current()["paused"])
+            await pilot.pause()
+            assert f"‖ paused: {reason}" in row_text(table, "release"), row_text(table, "release")
+
+    asyncio.run(go())
+
+
+def test_j_k_g_G_home_end_move_the_cursor_by_rows(proj: Proj) -> None:
+    fixed_demo(proj)  # four queued items
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            table = app.pane("queue").table
+            assert table.row_count == 4 and table.cursor_row == 0
+            seen = []
+            for key in ["j", "j", "k", "G", "g", "end", "home"]:
+                await pilot.press(key)
+                seen.append(table.cursor_row)
+            assert seen == [1, 2, 1, 3, 0, 3, 0]
+            assert table.scroll_x == 0  # Home/End go to a row, they do not scroll sideways
+            await pilot.press("question_mark")
+            assert "first/last row" in dict(app.screen.keys)["j/k, g/G, home/end"]
+
+    asyncio.run(go())

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from .statuses import ACTIVE_RUN, sql_list
-from .store.db import Tx
+from .store.db import Database, Tx
 from .times import iso
 
 INCOMPLETE = ACTIVE_RUN
@@ -60,7 +60,7 @@ def refusal(tx: Tx, workflow: str, lock: str) -> str | None:
 
 
 def lock_holder(
-    tx: Tx, workflow: str, lock: str, state: dict[str, Any] | None = None
+    tx: Tx | Database, workflow: str, lock: str, state: dict[str, Any] | None = None
 ) -> dict[str, Any] | None:
     """The run holding the workflow's lock: the earliest incomplete run, else (until_success) a failure.
 

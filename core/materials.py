@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import Invalid, Refused
 from .shapes import Plan
-from .store.db import Tx
+from .store.db import Database, Tx
 
 
 def git_revision(path: str, rev: str, name: str) -> tuple[str, float]:
@@ -51,8 +51,8 @@ def check_pins(plan: Plan, pins: dict[str, str]) -> None:
             raise Invalid(f"--pin {name}={rev}: a workflow material is pinned to a run id")
 
 
-def resolve(tx: Tx, plan: Plan, pins: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Each material's revision and timestamp for a new run of plan."""
+def resolve(tx: Tx | Database, plan: Plan, pins: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Each material's revision and timestamp for a new run of plan (reads only: `queue show` asks too)."""
     pins = pins or {}
     out = []
     for name, m in (plan.get("materials") or {}).items():

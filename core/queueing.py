@@ -457,12 +457,13 @@ def purge(svc: Service, ids: list[int], *, actor: str | None = None) -> list[Ite
     """Remove items from the queue without running anything; they stay in history."""
     actor = actor or identity.actor()
     purged = []
+    t = now()  # one time for the whole purge: `queue restore` in the dashboard offers it back as one
     with svc.db.write() as tx:
         for item_id in sorted(ids):
             changed = tx.execute(
                 "UPDATE queue_items SET status = 'purged', closed_by = ?, closed_at = ? "
                 "WHERE id = ? AND status = 'queued'",
-                (actor, now(), item_id),
+                (actor, t, item_id),
             )
             if not changed:
                 continue

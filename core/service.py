@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import gates, identity, wake
+from . import chain, gates, identity, wake
 from .definitions import DefinitionError, InputError, load_project, masked, validate_inputs
 from .definitions.inputs import SECRET_MASK
 from .definitions.loader import did_you_mean
@@ -82,8 +82,13 @@ def create_run(
     parent_job_id: int | None = None,
     queue_item_id: int | None = None,
     pins: dict[str, str] | None = None,
+    rerun_of: int | None = None,
+    carry: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> int:
-    """Insert a run, its materials and its jobs (pending) in the caller's transaction."""
+    """Insert a run, its materials and its jobs (pending) in the caller's transaction.
+
+    `carry` (run rerun --failed): for a job's name, the rows of the run `rerun_of` whose
+    results this run takes over: those jobs start out succeeded, with their outputs."""
     from .materials import resolve
 
     t = now()
@@ -106,12 +111,17 @@ def create_run(
             "cancel_requested": 0,
             "natural_at": min(stamps) if stamps else t,
             "environment": plan.get("environment"),
+            "rerun_of": rerun_of,
         },
     )
     for m in mats:
         tx.insert("materials", {"run_id": run_id, **m})
     rows = []
+    carried = []
     for name, job in plan["jobs"].items():
+        if carry and name in carry:
+            carried += [_carried(run_id, old, rerun_of, t) for old in carry[name]]
+            continue
         n = job.get("parallelism") or 1
         resources = sorted(job.get("resources") or [])
         for i in range(n):
@@ -131,6 +141,7 @@ def create_run(
                 }
             )
     tx.insert_many("jobs", rows)
+    tx.insert_many("jobs", carried)
     shown = masked({k: spec_from(v) for k, v in plan["inputs"].items()}, inputs)
     record_event(
         tx,
@@ -143,9 +154,31 @@ def create_run(
             "trigger": trigger,
             "inputs": shown,
             **({"materials": {m["name"]: m["revision"] for m in mats}} if mats else {}),
+            **({"rerun_of": rerun_of} if rerun_of else {}),
+            **({"carried_over": sorted(carry)} if carry else {}),
         },
     )
     return run_id
+
+
+def _carried(run_id: int, old: dict[str, Any], rerun_of: int | None, t: float) -> dict[str, Any]:
+    """A job of the repeated run that succeeded, taken over as it ended (outputs, release)."""
+    keep = ("name", "base", "position", "copy_key", "only_agent", "resources", "group_name", "agent")
+    return {
+        **{k: old[k] for k in keep},
+        "run_id": run_id,
+        "status": "succeeded",
+        "reason": f"carried over from run #{rerun_of}",
+        "exit_code": old["exit_code"],
+        "outputs": old["outputs"],
+        "released_by": old["released_by"],
+        "released_at": old["released_at"],
+        "comment": old["comment"],
+        "fields": old["fields"],
+        "attempt": 0,
+        "claim_token": 0,
+        "finished_at": t,
+    }
 
 
 @dataclass
@@ -489,6 +522,14 @@ class Service:
         else:
             rows = self.db.all("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
         return [event_view(r) for r in rows]
+
+    def verify_history(self) -> chain.Verdict:
+        """Check the chained history from its first event (SPEC 14)."""
+        return chain.verify(self.db)
+
+    def export_history(self, since: int | None = None) -> Iterator[dict[str, Any]]:
+        """The sealed events with their links, in chain order (after event `since`)."""
+        return chain.export(self.db, since)
 
     def follow(
         self, run_id: int, *, poll: float = 0.1, stop_on_hold: bool = True
@@ -884,6 +925,7 @@ def run_view(run: dict[str, Any], jobs: list[dict[str, Any]], mats: list[dict[st
         "finished_at": iso(run["finished_at"]),
         "inputs": masked(specs, loads(run["inputs"], {})),
         "parent_run_id": run["parent_run_id"],
+        "rerun_of": run.get("rerun_of"),
         "materials": [
             {"name": m["name"], "revision": m["revision"], "timestamp": iso(m["timestamp"])} for m in mats
         ],

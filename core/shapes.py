@@ -138,6 +138,7 @@ class RunView(TypedDict):
     finished_at: str | None
     inputs: dict[str, Any]
     parent_run_id: int | None
+    rerun_of: int | None
     materials: list[MaterialView]
     jobs: list[JobView]
 

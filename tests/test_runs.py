@@ -16,6 +16,7 @@ SHAPE_RUN = {
     "finished_at",
     "inputs",
     "parent_run_id",
+    "rerun_of",  # SPEC 14: the run a `run rerun` repeats
     "materials",
     "jobs",
 }

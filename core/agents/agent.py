@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ def agent_timeout() -> float:
     return float(os.environ.get("SLUICE_AGENT_TIMEOUT", "15"))
 
 
-def matches(agent: dict[str, Any], plan: dict[str, Any], spec: dict[str, Any]) -> bool:
+def matches(agent: Mapping[str, Any], plan: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
     """GoCD's rules: a workflow in environment E runs only on agents in E; an agent in any
     environment runs only jobs of its environments; the agent has every resource the job needs."""
     env = plan.get("environment")

@@ -28,17 +28,20 @@ from .objects import (
     INPUT_TYPES,
     LOCK_VALUES,
     AgentSpec,
+    Freeze,
     Hold,
     InputSpec,
     Job,
     Material,
     Method,
     Model,
+    NotifyHook,
     Project,
     Retry,
     Step,
     Timer,
     Trigger,
+    Window,
     Workflow,
     env_name,
 )
@@ -53,6 +56,7 @@ MAX_DEPTH = 64  # nesting levels (a real definition uses fewer than 10)
 MAX_ALIAS_NODES = 10_000  # values that aliases may add (an alias bomb adds billions)
 MAX_COUNT = 10_000  # parallelism, capacity, concurrency
 MAX_RETRIES = 100
+MAX_APPROVALS = 100  # approvals: distinct people who must release a hold
 MAX_TIMEOUT_S = 366 * 86400  # timeouts: at most a year
 
 
@@ -389,6 +393,11 @@ class _Loader_:
                 "groups",
                 "environments",
                 "agents",
+                "four_eyes",
+                "break_glass",
+                "windows",
+                "freezes",
+                "notify",
             ),
             "sluice.yaml",
         )
@@ -452,6 +461,128 @@ class _Loader_:
                 if "capacity" in am:
                     spec.capacity = f.integer(am["capacity"][1], f"agents.{aname}.capacity", 1, MAX_COUNT)
                 project.agents[aname] = spec
+        if "four_eyes" in m:
+            project.four_eyes = bool(f.boolean(m["four_eyes"][1], "four_eyes"))
+        if "break_glass" in m:
+            group = f.string(m["break_glass"][1], "break_glass")
+            if group is not None and group not in project.groups:
+                f.err(
+                    m["break_glass"][1],
+                    f"break_glass: unknown group '{group}'{did_you_mean(group, project.groups)} "
+                    "(name a group of sluice.yaml's groups:)",
+                )
+            else:
+                project.break_glass = group
+        if "windows" in m:
+            for wname, (wk, wv) in (f.mapping(m["windows"][1], "windows") or {}).items():
+                if f.name(wk, "window name") is not None:
+                    window = self.window(f, wv, wname)
+                    if window is not None:
+                        project.windows[wname] = window
+        if "freezes" in m:
+            fnode = m["freezes"][1]
+            if not isinstance(fnode, yaml.SequenceNode):
+                f.err(fnode, "freezes must be a list of {from, to, reason}")
+            else:
+                for item in fnode.value:
+                    freeze = self.freeze(f, item, project.timezone)
+                    if freeze is not None:
+                        project.freezes.append(freeze)
+        if "notify" in m:
+            nnode = m["notify"][1]
+            if not isinstance(nnode, yaml.SequenceNode):
+                f.err(nnode, "notify must be a list of {on, run}")
+            else:
+                for item in nnode.value:
+                    hook = self.notify_hook(f, item)
+                    if hook is not None:
+                        project.notify.append(hook)
+
+    def window(self, f: _File, node: yaml.Node, name: str) -> Window | None:
+        where = f"windows.{name}"
+        wm = f.mapping(node, where)
+        if wm is None:
+            return None
+        f.keys(wm, ("cron", "duration"), where, required=("cron", "duration"))
+        if "cron" not in wm or "duration" not in wm:
+            return None
+        cron = self.cron(f, wm["cron"][1], f"{where}.cron")
+        duration = f.duration(wm["duration"][1], f"{where}.duration")
+        if duration is not None and duration <= 0:
+            f.err(wm["duration"][1], f"{where}.duration must be longer than 0s")
+            return None
+        if cron is None or duration is None:
+            return None
+        return Window(name=name, cron=cron, duration=duration)
+
+    def freeze(self, f: _File, node: yaml.Node, tz: str | None) -> Freeze | None:
+        fm = f.mapping(node, "a freeze")
+        if fm is None:
+            return None
+        f.keys(fm, ("from", "to", "reason", "except"), "freeze", required=("from", "to", "reason"))
+        if not {"from", "to", "reason"} <= set(fm):
+            return None
+        start = self.moment(f, fm["from"][1], "freeze.from", tz)
+        end = self.moment(f, fm["to"][1], "freeze.to", tz)
+        reason = f.string(fm["reason"][1], "freeze.reason")
+        if reason is not None and not reason.strip():
+            f.err(fm["reason"][1], "freeze.reason must not be empty")
+            reason = None
+        if start is not None and end is not None and end <= start:
+            f.err(fm["to"][1], "freeze.to must come after freeze.from")
+            return None
+        freeze = Freeze(start=start or 0, end=end or 0, reason=reason or "")
+        if "except" in fm:
+            enode = fm["except"][1]
+            freeze.except_ = f.strings(enode, "freeze.except")
+            for i, wf in enumerate(freeze.except_):
+                self.refs.append((f, _item(enode, i), functools.partial(_check_workflow, name=wf)))
+        return freeze if start is not None and end is not None and reason else None
+
+    def moment(self, f: _File, node: yaml.Node, what: str, tz: str | None) -> float | None:
+        """An ISO 8601 time (2026-12-20T00:00), in the project's timezone unless it names one."""
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        text = node.value if isinstance(node, yaml.ScalarNode) else None
+        try:
+            at = datetime.fromisoformat(str(text).strip())
+            if at.tzinfo is None:
+                at = at.replace(tzinfo=ZoneInfo(tz)) if tz else at.astimezone()
+            return at.timestamp()
+        except (ValueError, TypeError, OverflowError, OSError):
+            f.err(node, f"{what}: '{text}' is not a time (use ISO 8601, e.g. 2026-12-20T00:00)")
+            return None
+
+    def notify_hook(self, f: _File, node: yaml.Node) -> NotifyHook | None:
+        nm = f.mapping(node, "a notify hook")
+        if nm is None:
+            return None
+        f.keys(nm, ("on", "run"), "notify", required=("on", "run"))
+        if "on" not in nm or "run" not in nm:
+            return None
+        kinds = f.strings(nm["on"][1], "notify.on")
+        if not kinds:
+            f.err(nm["on"][1], "notify.on must list at least one event kind (e.g. job.held)")
+            return None
+        run = f.command(nm["run"][1], "notify.run")
+        return NotifyHook(on=kinds, run=run) if run is not None else None
+
+    def cron(self, f: _File, node: yaml.Node, what: str) -> str | None:
+        """A cron expression that parses and fires at least once."""
+        cron = f.string(node, what)
+        if cron is None:
+            return None
+        from croniter import croniter
+
+        if not croniter.is_valid(cron):
+            f.err(node, f"{what} '{cron}' is not a valid cron expression")
+            return None
+        problem = _never_fires(cron, what)
+        if problem:
+            f.err(node, problem)
+            return None
+        return cron
 
     def env_map(self, f: _File, node: yaml.Node, what: str) -> dict[str, tuple[yaml.Node, str]]:
         """`env:` keys become environment variable names: only [A-Za-z_][A-Za-z0-9_]*."""
@@ -521,7 +652,7 @@ class _Loader_:
         m = f.mapping(node, "a model")
         if m is None:
             return None
-        f.keys(m, ("name", "description", "methods"), "model", required=("name", "methods"))
+        f.keys(m, ("name", "description", "methods", "window"), "model", required=("name", "methods"))
         if "name" not in m:
             return None
         name = f.name(m["name"][1], "model name")
@@ -530,6 +661,8 @@ class _Loader_:
         model = Model(name=name, path=f.path)
         if "description" in m:
             model.description = f.string(m["description"][1], "description") or ""
+        if "window" in m:
+            model.window = self.window_ref(f, m["window"][1])
         methods_node = m["methods"][1] if "methods" in m else None
         methods = f.mapping(methods_node, "methods") if methods_node is not None else None
         if methods_node is not None and methods is not None and not methods:
@@ -545,7 +678,7 @@ class _Loader_:
             run = f.command(mm["run"][1], f"{where}.run") if "run" in mm else None
             if run is None:
                 continue
-            method = Method(model=name, name=mname, run=run)
+            method = Method(model=name, name=mname, run=run, window=model.window)
             if "description" in mm:
                 method.description = f.string(mm["description"][1], "description") or ""
             if "inputs" in mm:
@@ -595,7 +728,7 @@ class _Loader_:
             return None
         f.keys(
             m,
-            ("name", "description", "inputs", "environment", "lock", "timer", "materials", "jobs"),
+            ("name", "description", "inputs", "environment", "lock", "timer", "materials", "jobs", "window"),
             "workflow",
             required=("name", "jobs"),
         )
@@ -617,6 +750,8 @@ class _Loader_:
                 self.refs.append((f, enode, functools.partial(_check_environment, name=env)))
         if "lock" in m:
             wf.lock = f.choice(m["lock"][1], "lock", LOCK_VALUES) or "none"
+        if "window" in m:
+            wf.window = self.window_ref(f, m["window"][1])
         if "timer" in m:
             wf.timer = self.timer(f, m["timer"][1])
         if "materials" in m:
@@ -637,6 +772,12 @@ class _Loader_:
             self.check_dag(f, wf, jm or {})
         return wf
 
+    def window_ref(self, f: _File, node: yaml.Node) -> str | None:
+        name = f.string(node, "window")
+        if name is not None:
+            self.refs.append((f, node, functools.partial(_check_window, name=name)))
+        return name
+
     def timer(self, f: _File, node: yaml.Node) -> Timer | None:
         if isinstance(node, yaml.MappingNode):
             tm = f.mapping(node, "timer") or {}
@@ -649,17 +790,8 @@ class _Loader_:
             )
         else:
             cron_node, catch_up = node, "none"
-        cron = f.string(cron_node, "timer")
+        cron = self.cron(f, cron_node, "timer")
         if cron is None:
-            return None
-        from croniter import croniter
-
-        if not croniter.is_valid(cron):
-            f.err(cron_node, f"timer '{cron}' is not a valid cron expression")
-            return None
-        problem = _never_fires(cron)
-        if problem:
-            f.err(cron_node, problem)
             return None
         return Timer(cron=cron, catch_up=catch_up or "none")
 
@@ -779,7 +911,7 @@ class _Loader_:
         hm = f.mapping(node, f"{where}.hold")
         if hm is None:
             return None
-        f.keys(hm, ("prompt", "approvers", "fields", "timeout"), f"{where}.hold")
+        f.keys(hm, ("prompt", "approvers", "fields", "timeout", "approvals", "four_eyes"), f"{where}.hold")
         hold = Hold()
         if "prompt" in hm:
             hold.prompt = f.string(hm["prompt"][1], f"{where}.hold.prompt") or ""
@@ -792,6 +924,16 @@ class _Loader_:
             hold.fields = self.inputs(f, hm["fields"][1], f"{where}.hold.fields")
         if "timeout" in hm:
             hold.timeout = f.duration(hm["timeout"][1], f"{where}.hold.timeout")
+        if "four_eyes" in hm:
+            hold.four_eyes = f.boolean(hm["four_eyes"][1], f"{where}.hold.four_eyes")
+        if "approvals" in hm:
+            n = f.integer(hm["approvals"][1], f"{where}.hold.approvals", 1, MAX_APPROVALS)
+            if n is not None:
+                hold.approvals = n
+                approvers = list(hold.approvers)
+                self.refs.append(
+                    (f, hm["approvals"][1], functools.partial(_check_approvals, n=n, approvers=approvers))
+                )
         return hold
 
     def trigger(self, f: _File, node: yaml.Node, where: str, wf: Workflow, job: str) -> Trigger | None:
@@ -967,6 +1109,16 @@ def _check_environment(p: Project, name: str) -> str | None:
     )
 
 
+def _check_window(p: Project, name: str) -> str | None:
+    if name in p.windows:
+        return None
+    known = (
+        f" (windows: {', '.join(sorted(p.windows))})" if p.windows else " (sluice.yaml defines no windows:)"
+    )
+    hint = did_you_mean(name, p.windows)
+    return f"unknown window '{name}'{hint or known}"
+
+
 def _check_workflow(p: Project, name: str) -> str | None:
     return None if name in p.workflows else f"unknown workflow '{name}'{did_you_mean(name, p.workflows)}"
 
@@ -978,6 +1130,19 @@ def _check_method_ref(p: Project, target: str) -> str | None:
     if method not in p.models[model].methods:
         return f"unknown method '{method}' of model {model}{did_you_mean(method, p.models[model].methods)}"
     return None
+
+
+def _check_approvals(p: Project, n: int, approvers: list[str]) -> str | None:
+    """`approvals: N` needs N distinct people among the approvers (anyone, without a list)."""
+    if not approvers or n <= 1:
+        return None
+    people = {u for who in approvers for u in (p.groups[who] if who in p.groups else [who])}
+    if n <= len(people):
+        return None
+    return (
+        f"approvals: {n} needs {n} distinct approvers, but only {len(people)} can approve "
+        f"({', '.join(sorted(people)) or 'nobody'})"
+    )
 
 
 def _check_approver(p: Project, who: str) -> str | None:
@@ -1075,7 +1240,7 @@ def _alias_problem(root: yaml.Node) -> tuple[yaml.Node, str] | None:
     return None
 
 
-def _never_fires(cron: str) -> str | None:
+def _never_fires(cron: str, what: str = "timer") -> str | None:
     """croniter accepts `0 0 30 2 *` (30 February) and raises only when asked for the next fire."""
     from datetime import datetime
 
@@ -1084,7 +1249,7 @@ def _never_fires(cron: str) -> str | None:
     try:
         croniter(cron, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
     except Exception:  # CroniterBadDateError, or any other refusal to compute a fire time
-        return f"timer '{cron}' never fires (no such date)"
+        return f"{what} '{cron}' never fires (no such date)"
     return None
 
 

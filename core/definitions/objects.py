@@ -51,6 +51,7 @@ class Method:
     timeout: float | None = None
     retry: Retry | None = None
     env: dict[str, str] = field(default_factory=dict)
+    window: str | None = None  # its model's window
 
     @property
     def target(self) -> str:
@@ -63,6 +64,7 @@ class Model:
     path: Path
     description: str = ""
     methods: dict[str, Method] = field(default_factory=dict)
+    window: str | None = None  # a change window for all its methods
 
 
 @dataclass
@@ -80,6 +82,8 @@ class Hold:
     approvers: list[str] = field(default_factory=list)
     fields: dict[str, InputSpec] = field(default_factory=dict)
     timeout: float | None = None
+    approvals: int = 1  # distinct approvers needed before the job runs
+    four_eyes: bool | None = None  # None: the project's default (sluice.yaml four_eyes)
 
 
 @dataclass
@@ -133,6 +137,34 @@ class Workflow:
     timer: Timer | None = None
     materials: dict[str, Material] = field(default_factory=dict)
     jobs: dict[str, Job] = field(default_factory=dict)
+    window: str | None = None  # a change window of sluice.yaml: runs start only while it is open
+
+
+@dataclass
+class Window:
+    """A change window: opens at each fire of `cron` (project timezone), open for `duration` seconds."""
+
+    name: str
+    cron: str
+    duration: float
+
+
+@dataclass
+class Freeze:
+    """No new run starts from `start` to `end` (epoch seconds), except of the listed workflows."""
+
+    start: float
+    end: float
+    reason: str
+    except_: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NotifyHook:
+    """A command run with each event of the listed kinds as JSON on stdin."""
+
+    on: list[str]
+    run: str | list[str]
 
 
 @dataclass
@@ -155,6 +187,11 @@ class Project:
     groups: dict[str, list[str]] = field(default_factory=dict)
     environments: dict[str, dict[str, Any]] = field(default_factory=dict)
     agents: dict[str, AgentSpec] = field(default_factory=dict)
+    four_eyes: bool = False  # every hold: whoever requested the run may not approve it
+    break_glass: str | None = None  # the group that may override four_eyes, approvals, windows, freezes
+    windows: dict[str, Window] = field(default_factory=dict)
+    freezes: list[Freeze] = field(default_factory=list)
+    notify: list[NotifyHook] = field(default_factory=list)
     models: dict[str, Model] = field(default_factory=dict)
     workflows: dict[str, Workflow] = field(default_factory=dict)
 

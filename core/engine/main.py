@@ -28,6 +28,7 @@ from ..service import record_event
 from ..store.db import FENCE_LOCK, Database, LostLease, StoreError, StoreUnavailable, now, resolve_url
 from ..wake import WakeSocket, poke
 from .scheduler import Scheduler
+from .sealing import Sealer
 
 # how long the scheduler lease lasts without renewal (tests shorten it)
 LEASE_SECONDS = float(os.environ.get("SLUICE_LEASE_SECONDS", "10"))
@@ -211,6 +212,8 @@ class Engine:
             log(f"recovered {recovered} job(s) left running by a previous engine")
         self.register_agents()
         self.scheduler.start_agents()
+        sealer = Sealer(self.db, log)
+        sealer.start()
         next_beat = 0.0
         outage: str | None = None  # why the store could not be used, while it cannot
         try:
@@ -291,6 +294,7 @@ class Engine:
                     record_event(tx, "engine.stopped", "sluice", f"engine stopped on {identity.host()}")
             except StoreError as e:
                 log(f"could not record the stop: {e}")
+            sealer.stop()
             wake.close()
         return 0
 

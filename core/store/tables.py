@@ -42,6 +42,7 @@ class Run(SQLModel, table=True):
     reason: str | None = None
     natural_at: float | None = None  # earliest material timestamp (natural order)
     environment: str | None = None  # the plan's environment: agents fence on it in their claim
+    rerun_of: int | None = None  # `run rerun`: the run this one repeats
 
 
 class JobRow(SQLModel, table=True):
@@ -97,7 +98,14 @@ class LogChunk(SQLModel, table=True):
 
 class Event(SQLModel, table=True):
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_run", "run_id"),)
+    __table_args__ = (
+        Index("ix_events_run", "run_id"),
+        Index("ix_events_seq", "seq", unique=True),
+        # the events the sealer has still to chain: few, whatever the size of the history
+        Index(
+            "ix_events_unsealed", "id", sqlite_where=text("seq IS NULL"), postgresql_where=text("seq IS NULL")
+        ),
+    )
     id: int | None = Field(default=None, primary_key=True)
     at: float
     actor: str
@@ -109,6 +117,9 @@ class Event(SQLModel, table=True):
     message: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     details: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
     tx: int | None = Field(default=None, sa_column=Column(BigInteger))  # PostgreSQL: the writing transaction
+    # the chain (core/chain.py): position in sealing order and sha256(previous hash + canonical JSON)
+    seq: int | None = Field(default=None, sa_column=Column(BigInteger))
+    hash: str | None = None
 
 
 class Agent(SQLModel, table=True):

@@ -1,13 +1,13 @@
-"""Pause, unpause and unlock a workflow (SPEC 5)."""
+"""Pause, unpause and unlock a workflow (SPEC 5); freeze and unfreeze everything (SPEC 13)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import gates, identity
-from .errors import Invalid, Refused
+from . import gates, identity, windows
+from .errors import Invalid, NotFound, Refused
 from .service import Service, iso, record_event
-from .store.db import now
+from .store.db import dumps, now
 
 
 def state(svc: Service, workflow: str) -> dict[str, Any]:
@@ -103,3 +103,83 @@ def unlock(svc: Service, workflow: str, actor: str | None = None) -> dict[str, A
         )
     svc.poke()
     return state(svc, wf.name)
+
+
+def freeze(
+    svc: Service,
+    reason: str,
+    *,
+    until: float | None = None,
+    except_: list[str] | None = None,
+    actor: str | None = None,
+) -> dict[str, Any]:
+    """Stop every new run now (except of the listed workflows) until `until` or `unfreeze`."""
+    actor = actor or identity.actor()
+    if not reason or not reason.strip():
+        raise Invalid("a reason is required to freeze (--reason TEXT)")
+    t = now()
+    if until is not None and not t < until <= t + windows.MAX_FREEZE_S:
+        raise Invalid("--until must be a time to come, at most a year ahead")
+    spared = sorted(set(except_ or []))
+    for name in spared:
+        if name not in svc.project.workflows:
+            from .definitions import did_you_mean
+
+            raise NotFound(f"--except: no workflow '{name}'{did_you_mean(name, svc.project.workflows)}")
+    with svc.db.write() as tx:
+        # every run being created holds the run order shared: those under way commit first, and
+        # every later one reads this freeze
+        tx.lock(gates.RUN_ORDER)
+        fid = tx.insert(
+            "freezes",
+            {"reason": reason, "set_by": actor, "set_at": t, "until": until, "except_": dumps(spared)},
+        )
+        made = windows.Freeze(reason, actor, until, tuple(spared), fid)
+        windows.regate(tx, windows.freezes_in_force(svc.project, tx, t), svc.project)
+        text = windows.describe_freeze(svc.project, made)
+        record_event(
+            tx,
+            "freeze.set",
+            actor,
+            text + (f" (except {', '.join(spared)})" if spared else ""),
+            details={
+                "reason": reason,
+                "until": windows.iso_or_none(until),
+                "except": spared,
+                "freeze_id": fid,
+            },
+        )
+    svc.poke()
+    return windows.freeze_view(svc.project, made)
+
+
+def unfreeze(svc: Service, *, actor: str | None = None) -> list[dict[str, Any]]:
+    """Lift every `sluice freeze` in force (sluice.yaml's freezes end when the file says)."""
+    actor = actor or identity.actor()
+    t = now()
+    with svc.db.write() as tx:
+        tx.lock(gates.RUN_ORDER)
+        lifted = [f for f in windows.freezes_in_force(svc.project, tx, t) if f.id is not None]
+        if not lifted:
+            configured = [f for f in windows.freezes_in_force(svc.project, tx, t) if f.id is None]
+            if configured:
+                raise Refused(
+                    f"the freeze in force comes from sluice.yaml ({configured[0].reason}, until "
+                    f"{windows.when(svc.project, configured[0].until)}): change the file to end it"
+                )
+            raise Refused("nothing is frozen")
+        tx.execute(
+            f"UPDATE freezes SET lifted_by = ?, lifted_at = ? WHERE id IN ({','.join('?' * len(lifted))})",
+            (actor, t, *[f.id for f in lifted]),
+        )
+        windows.regate(tx, windows.freezes_in_force(svc.project, tx, t), svc.project)
+        for f in lifted:
+            record_event(
+                tx,
+                "freeze.lifted",
+                actor,
+                f"freeze lifted: {f.reason} (set by {(f.by or '?').split('@')[0]})",
+                details={"reason": f.reason, "freeze_id": f.id},
+            )
+    svc.poke()
+    return [windows.freeze_view(svc.project, f) for f in lifted]

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from . import gates, identity
+from . import gates, identity, windows
 from .definitions import masked
 from .definitions.durations import parse_duration
 from .errors import Invalid, NotFound, Refused, SluiceError
@@ -332,7 +332,8 @@ class _Unstartable(Exception):
 class Outcome:
     item: ItemView
     run_id: int | None = None
-    refused: str | None = None  # paused or locked: the item stays queued
+    refused: str | None = None  # paused, locked or frozen: the item stays queued
+    deferred: str | None = None  # outside its window: due when the window opens (accepted)
     gone: bool = False  # executed or purged by someone else meanwhile
 
 
@@ -407,6 +408,33 @@ def _execute_one(svc: Service, tx: Tx, item_id: int, actor: str, trigger: str) -
         )
         return Outcome(view, refused=reason)
     assert plan is not None
+    closed = windows.closure(svc.project, tx, row["kind"], row["target"])
+    if closed is not None and closed.kind == "window" and closed.opens is not None:
+        # not a failure: the item waits for its window, and the engine starts it when it opens
+        tx.execute("UPDATE queue_items SET not_before = ? WHERE id = ?", (closed.opens, item_id))
+        why = f"waits for window {windows.window_of(svc.project, row['kind'], row['target'])}, opens {windows.when(svc.project, closed.opens)}"
+        record_event(
+            tx,
+            "queue.deferred",
+            actor,
+            f"#{item_id} {why}",
+            item_id=item_id,
+            workflow=row["target"] if row["kind"] == "workflow" else None,
+            details={"reason": closed.message, "not_before": iso(closed.opens)},
+        )
+        view["not_before"] = iso(closed.opens)
+        return Outcome(view, deferred=why)
+    if closed is not None:
+        record_event(
+            tx,
+            "queue.refused",
+            actor,
+            f"#{item_id} stays queued: {closed.message}",
+            item_id=item_id,
+            workflow=row["target"] if row["kind"] == "workflow" else None,
+            details={"reason": closed.message},
+        )
+        return Outcome(view, refused=closed.message)
     changed = tx.execute(
         "UPDATE queue_items SET status = 'executed', closed_by = ?, closed_at = ? "
         "WHERE id = ? AND status = 'queued'",

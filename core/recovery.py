@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from . import gates, identity
+from . import gates, identity, windows
 from .errors import NotFound, Refused
 from .queueing import _specs, item_view
 from .service import Service, create_run, record_event
@@ -123,6 +123,9 @@ def rerun(svc: Service, run_id: int, *, failed: bool = False, actor: str | None 
             reason = gates.refusal(tx, plan["name"], wf.lock if wf else plan.get("lock", "none"))
             if reason:
                 raise Refused(reason)
+        closed = windows.closure(svc.project, tx, plan["kind"], plan["name"])
+        if closed is not None:
+            raise Refused(closed.message)
         pins = {
             m["name"]: m["revision"]
             for m in tx.all("SELECT name, revision FROM materials WHERE run_id = ?", (run_id,))

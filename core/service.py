@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import chain, gates, identity, wake
+from . import chain, gates, identity, wake, windows
 from .definitions import DefinitionError, InputError, load_project, masked, validate_inputs
 from .definitions.inputs import SECRET_MASK
 from .definitions.loader import did_you_mean
@@ -161,6 +161,25 @@ def create_run(
     return run_id
 
 
+def broke_glass(
+    tx: Tx, actor: str, reason: str, run_id: int, bypassed: str, job_id: int | None = None
+) -> None:
+    """An override in an emergency: marked on the run (or the job) and recorded as `break_glass`."""
+    if job_id is None:
+        tx.execute("UPDATE runs SET break_glass = ? WHERE id = ?", (reason, run_id))
+    else:
+        tx.execute("UPDATE jobs SET break_glass = ? WHERE id = ?", (reason, job_id))
+    record_event(
+        tx,
+        "break_glass",
+        actor,
+        f"break glass on run #{run_id}: {reason} (overrode: {bypassed})",
+        run_id=run_id,
+        job_id=job_id,
+        details={"reason": reason, "overrode": bypassed},
+    )
+
+
 def _carried(run_id: int, old: dict[str, Any], rerun_of: int | None, t: float) -> dict[str, Any]:
     """A job of the repeated run that succeeded, taken over as it ended (outputs, release)."""
     keep = ("name", "base", "position", "copy_key", "only_agent", "resources", "group_name", "agent")
@@ -285,18 +304,30 @@ class Service:
         trigger: str = "manual",
         actor: str | None = None,
         pins: dict[str, str] | None = None,
+        break_glass: str | None = None,
     ) -> int:
+        """Start a run now. `break_glass` (a reason) overrides a closed window or a freeze, for the
+        members of sluice.yaml's break_glass group; each use is recorded."""
         from .materials import check_pins
 
+        actor = actor or identity.actor()
         wf = self.workflow(name)
         values = self._validated(wf.inputs, inputs)
         plan = workflow_plan(self.project, wf)
         check_pins(plan, pins or {})
+        glass = (
+            windows.check_break_glass(self.project, actor, break_glass) if break_glass is not None else None
+        )
         with self.db.write() as tx:
             reason = gates.refusal(tx, wf.name, wf.lock)
             if reason:
                 raise Refused(reason)
-            run_id = create_run(tx, plan, values, trigger=trigger, actor=actor or identity.actor(), pins=pins)
+            closed = windows.closure(self.project, tx, "workflow", wf.name)
+            if closed is not None and glass is None:
+                raise Refused(closed.message)
+            run_id = create_run(tx, plan, values, trigger=trigger, actor=actor, pins=pins)
+            if closed is not None and glass is not None:
+                broke_glass(tx, actor, glass, run_id, closed.message)
         self.poke()
         return run_id
 
@@ -308,13 +339,21 @@ class Service:
         *,
         trigger: str = "manual",
         actor: str | None = None,
+        break_glass: str | None = None,
     ) -> int:
+        actor = actor or identity.actor()
         meth = self.method(model, method)
         values = self._validated(meth.inputs, inputs)
+        glass = (
+            windows.check_break_glass(self.project, actor, break_glass) if break_glass is not None else None
+        )
         with self.db.write() as tx:
-            run_id = create_run(
-                tx, method_plan(meth), values, trigger=trigger, actor=actor or identity.actor()
-            )
+            closed = windows.closure(self.project, tx, "method", meth.target)
+            if closed is not None and glass is None:
+                raise Refused(closed.message)
+            run_id = create_run(tx, method_plan(meth), values, trigger=trigger, actor=actor)
+            if closed is not None and glass is not None:
+                broke_glass(tx, actor, glass, run_id, closed.message)
         self.poke()
         return run_id
 

@@ -27,6 +27,7 @@ from ..definitions import DefinitionError, load_project
 from ..service import record_event
 from ..store.db import FENCE_LOCK, Database, LostLease, StoreError, StoreUnavailable, now, resolve_url
 from ..wake import WakeSocket, poke
+from .notify import Notifier
 from .scheduler import Scheduler
 from .sealing import Sealer
 
@@ -214,6 +215,8 @@ class Engine:
         self.scheduler.start_agents()
         sealer = Sealer(self.db, log)
         sealer.start()
+        notifier = Notifier(self.db, lambda: self.service.project, log)
+        notifier.start()
         next_beat = 0.0
         outage: str | None = None  # why the store could not be used, while it cannot
         try:
@@ -294,6 +297,7 @@ class Engine:
                     record_event(tx, "engine.stopped", "sluice", f"engine stopped on {identity.host()}")
             except StoreError as e:
                 log(f"could not record the stop: {e}")
+            notifier.stop()
             sealer.stop()
             wake.close()
         return 0

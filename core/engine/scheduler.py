@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .. import gates, holds, identity, queueing
+from .. import gates, holds, identity, queueing, windows
 from ..agents.agent import Agent, agent_rows, agent_timeout, describe_wait, matches, poke_agents
 from ..agents.procs import kill_jobs, processes_of_jobs, same_process, signal_group, store_id
 from ..agents.runner import JobRunner, _ancestors
@@ -46,11 +46,22 @@ DEADLINE_EVENTS = (
     "job.rejected",
     "job.timed_out",
     "run.cancel_requested",
+    "queue.deferred",
+    "queue.restored",
 )
+# events after which the freezes in force may differ
+FREEZE_EVENTS = ("freeze.set", "freeze.lifted")
 
 
 # events after which a refused scheduled item may start now
-UNBLOCK_EVENTS = ("workflow.unpaused", "workflow.unlocked", "run.succeeded", "run.failed", "run.cancelled")
+UNBLOCK_EVENTS = (
+    "workflow.unpaused",
+    "workflow.unlocked",
+    "run.succeeded",
+    "run.failed",
+    "run.cancelled",
+    "freeze.lifted",
+)
 # events after which the words on waiting jobs ("paused", "no enabled agent in prod") may be out of date
 REASON_EVENTS = (
     "workflow.paused",
@@ -129,6 +140,10 @@ class Scheduler:
         self.agents_seen: Any = None  # the agents as last described to waiting jobs
         self.agent_cache: list[dict[str, Any]] | None = None  # agent rows read in this tick
         self.agent_stop = threading.Event()
+        # the freezes in force as last applied to waiting jobs; None: look again (an event, a time)
+        self.freezes: list[windows.Freeze] | None = None
+        self.applied_freezes: tuple[windows.Freeze, ...] = ()
+        self.freeze_change: float | None = None  # when a freeze begins or ends next
 
     # ------------------------------------------------------------ start-up
 
@@ -191,6 +206,7 @@ class Scheduler:
             if fired:
                 self.dirty.update(fired)
 
+        self.apply_freezes()
         self.recheck_groups()
         with self.lock:
             dirty, self.dirty = self.dirty, set()
@@ -202,7 +218,9 @@ class Scheduler:
     def _external_changes(self) -> None:
         """Runs changed by other processes (created, released, rejected, cancelled) are named in events."""
         ours = tuple(f"sluice@{a.name}" for a in self.agents)
-        kinds = tuple(sorted({*EXTERNAL_EVENTS, *DEADLINE_EVENTS, *UNBLOCK_EVENTS, *REASON_EVENTS}))
+        kinds = tuple(
+            sorted({*EXTERNAL_EVENTS, *DEADLINE_EVENTS, *UNBLOCK_EVENTS, *REASON_EVENTS, *FREEZE_EVENTS})
+        )
         rows, self.cursor = self.db.events_since(
             self.cursor, f"kind IN ({_marks(kinds)})", kinds, columns="run_id, kind, actor"
         )
@@ -219,6 +237,34 @@ class Scheduler:
                 self.reasons_stale = True
             if kind == "job.retry":
                 self.new_waiting = True
+            if kind in FREEZE_EVENTS:
+                self.freezes = None
+
+    @property
+    def definitions(self) -> Any:
+        """The project as last loaded (the service reloads it when its files change)."""
+        return self.service.project if self.service is not None else self.project
+
+    def frozen(self) -> list[windows.Freeze]:
+        """The freezes in force (cached until a freeze event, or the moment one begins or ends)."""
+        if self.freezes is None or (self.freeze_change is not None and self.freeze_change <= now()):
+            self.freezes = windows.freezes_in_force(self.definitions, self.db)
+            self.freeze_change = windows.next_change(self.definitions, self.db)
+        return self.freezes
+
+    def apply_freezes(self) -> None:
+        """Ready jobs of runs in flight wait while a freeze covers them; they go on when it ends."""
+        current = tuple(self.frozen())
+        if current == self.applied_freezes:
+            return
+        with self.db.write() as tx:
+            windows.regate(tx, list(current), self.definitions)
+        if len(current) < len(self.applied_freezes) or not current:
+            self.refused_due.clear()  # a freeze ended: the refused scheduled items may start now
+            self._deadline = None
+        self.applied_freezes = current
+        self.new_waiting = True
+        self.reasons_stale = True
 
     def _deadline_due(self) -> bool:
         deadline = self.next_deadline()
@@ -240,6 +286,8 @@ class Scheduler:
             self._deadline = min(times) if times else float("inf")
         fire = timers.next_fire_at(self.service, self.timer_state)
         best = min(self._deadline, fire if fire is not None else float("inf"))
+        if self.freeze_change is not None:
+            best = min(best, self.freeze_change)
         return None if best == float("inf") else best
 
     def mark_dirty(self, run_id: int) -> None:
@@ -428,6 +476,13 @@ class Scheduler:
         paused = run["kind"] == "workflow" and bool(
             (gates.workflow_state(tx, run["target"]) or {}).get("paused")
         )
+        frozen = next((f for f in self.frozen() if f.covers(run["kind"], run["target"])), None)
+        if frozen is not None:
+            tx.execute(
+                "UPDATE jobs SET status = 'waiting', gate = 'freeze', reason = ? WHERE id = ?",
+                (windows.describe_freeze(self.definitions, frozen), j["id"]),
+            )
+            return "waiting"
         if paused:
             why = "paused"
         else:

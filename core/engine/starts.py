@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import gates
+from .. import gates, windows
 from ..definitions import InputError, validate_inputs
 from ..definitions.objects import Workflow
 from ..errors import SluiceError
@@ -18,6 +18,9 @@ def start_unattended(svc: Service, tx: Tx, wf: Workflow, trigger: str) -> tuple[
     reason = gates.refusal(tx, wf.name, wf.lock)
     if reason is not None:
         return None, reason
+    closed = windows.closure(svc.project, tx, "workflow", wf.name)
+    if closed is not None:
+        return None, closed.message
     try:
         values: dict[str, Any] = validate_inputs(wf.inputs, {})
     except InputError as e:

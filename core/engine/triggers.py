@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import gates
+from .. import gates, windows
 from ..agents.runner import job_context
 from ..definitions import InputError, validate_inputs
 from ..definitions.expressions import substitute
@@ -51,6 +51,9 @@ def start_child(
     except InputError as e:
         return _fail(tx, run, job, f"cannot start {target}: {e}"), None
     refusal = gates.refusal(tx, wf.name, wf.lock)
+    if refusal is None:
+        closed = windows.closure(svc.project, tx, "workflow", wf.name)
+        refusal = closed.message if closed else None
     if refusal:
         return _fail(tx, run, job, f"{target} refused the run: {refusal}"), None
     try:

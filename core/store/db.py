@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 # The Alembic revision this code expects; tests check it equals the migrations' head.
-SCHEMA_HEAD = "0009"
+SCHEMA_HEAD = "0010"
 BUSY_TIMEOUT_S = float(os.environ.get("SLUICE_BUSY_TIMEOUT", "30"))
 # PostgreSQL connections one process keeps open at most (threads borrow one per statement or
 # per write transaction): 4 agents and 2 engines stay far below the server's default 100

@@ -43,6 +43,9 @@ class Run(SQLModel, table=True):
     natural_at: float | None = None  # earliest material timestamp (natural order)
     environment: str | None = None  # the plan's environment: agents fence on it in their claim
     rerun_of: int | None = None  # `run rerun`: the run this one repeats
+    break_glass: str | None = Field(
+        default=None, sa_column=Column(Text)
+    )  # why a window or freeze was overridden
 
 
 class JobRow(SQLModel, table=True):
@@ -71,6 +74,9 @@ class JobRow(SQLModel, table=True):
     released_at: float | None = None
     comment: str | None = None
     fields: str | None = Field(default=None, sa_column=Column(Text))
+    break_glass: str | None = Field(
+        default=None, sa_column=Column(Text)
+    )  # released past four-eyes/approvals: why
     rejected_by: str | None = None
     rejected_at: float | None = None
     hold_deadline: float | None = None
@@ -218,3 +224,57 @@ class GroupSlot(SQLModel, table=True):
 
 
 metadata = SQLModel.metadata
+
+
+class FreezeRow(SQLModel, table=True):
+    """`sluice freeze`: no new run starts while it is in force (sluice.yaml's freezes are not stored)."""
+
+    __tablename__ = "freezes"
+    id: int | None = Field(default=None, primary_key=True)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    set_by: str
+    set_at: float
+    until: float | None = None  # None: until lifted
+    except_: str = Field(default="[]", sa_column=Column("except_", Text, nullable=False, server_default="[]"))
+    lifted_by: str | None = None
+    lifted_at: float | None = None
+
+
+class Approval(SQLModel, table=True):
+    """One approver's release of a hold that needs several (approvals: N): one per person."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (UniqueConstraint("job_id", "approver", name="ux_approvals"),)
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int
+    run_id: int
+    approver: str  # the user name: the same person twice is one approval
+    actor: str
+    at: float
+    comment: str | None = Field(default=None, sa_column=Column(Text))
+    fields: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class NotifyDelivery(SQLModel, table=True):
+    """An event to hand to a notify hook: at least once, never again after a recorded success."""
+
+    __tablename__ = "notify_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "hook", name="ux_notify_deliveries"),
+        Index("ix_notify_pending", "status", "next_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: int
+    hook: str  # the hook's key: a digest of its `on` and `run`
+    status: str  # pending | sent | failed
+    attempts: int = 0
+    next_at: float
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Setting(SQLModel, table=True):
+    """Small named values the engine keeps across restarts (e.g. how far notify has read)."""
+
+    __tablename__ = "settings"
+    name: str = Field(primary_key=True)
+    value: str = Field(sa_column=Column(Text, nullable=False))

@@ -715,42 +715,49 @@ class SluiceApp(App[None]):
             raise SluiceError("nothing could start")
 
     def release_flow(self, run_id: int, job: str) -> None:
-        try:  # a refusal that needs no typing (not an approver) is said before the form opens
-            hold = holds.release_form(self.svc, job, run_id=run_id)
+        try:
+            form = holds.release_form(self.svc, job, run_id=run_id)
         except (SluiceError, StoreError) as e:
             self.notify(getattr(e, "message", str(e)), severity="error", timeout=8)
             return
-        fields = [{"name": "comment", "label": "Comment"}]
-        for name, spec in hold["fields"].items():
+        # a refusal that needs no typing (not an approver) is said before the form opens
+        if not form.may_release:
+            self.notify(form.refusal, severity="error", timeout=8)
+            return
+        fields: list[dict[str, Any]] = [{"name": "comment", "label": "Comment"}]
+        for f in form.fields:
             fields.append(
                 {
-                    "name": f"f.{name}",
-                    "label": f"{name}" + (f" ({spec['description']})" if spec.get("description") else ""),
-                    "required": spec.get("required") and spec.get("default") is None,
-                    "value": "" if spec.get("secret") else (spec.get("default") or ""),
-                    "placeholder": "|".join(map(str, spec["enum"])) if spec.get("enum") else "",
-                    "secret": spec.get("secret"),
+                    "name": f"f.{f.name}",
+                    "label": f.name + (f" ({f.description})" if f.description else ""),
+                    "required": f.required,
+                    "value": "" if f.secret else (f.default or ""),
+                    "placeholder": "|".join(f.choices),
+                    "secret": f.secret,
                 }
             )
-        prompt = hold["prompt"]
+
+        def given(values: dict[str, str]) -> dict[str, str]:
+            return {k[2:]: v for k, v in values.items() if k.startswith("f.") and v != ""}
 
         def check(values: dict[str, str]) -> tuple[str | None, str] | None:
-            given = {k[2:]: v for k, v in values.items() if k.startswith("f.") and v != ""}
-            problem = holds.field_problem(hold["fields"], given)
+            problem = form.problem(given(values))
             return (f"f.{problem[0]}", problem[1]) if problem else None
 
         def done(values: dict[str, str] | None) -> None:
             if values is None:
                 return
-            given = {k[2:]: v for k, v in values.items() if k.startswith("f.") and v != ""}
+            fields_given = given(values)
             comment = values.get("comment") or None
             self.act(
-                lambda: holds.release(self.svc, job, run_id=run_id, comment=comment, fields=given),
+                lambda: holds.release(self.svc, job, run_id=run_id, comment=comment, fields=fields_given),
                 f"released {job} in run #{run_id}",
             )
 
         self.push_screen(
-            FormScreen(f"Release {job} in run #{run_id}?", fields, "Release", note=prompt, validate=check),
+            FormScreen(
+                f"Release {job} in run #{run_id}?", fields, "Release", note=form.prompt, validate=check
+            ),
             done,
         )
 

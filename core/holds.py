@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import identity
 from .definitions import InputError, masked, validate_inputs
+from .definitions.objects import InputSpec
 from .errors import Invalid, NotFound, Refused
 from .plan import spec_from
 from .service import Service, record_event
@@ -49,18 +51,67 @@ def _candidate(svc: Service, job: str, run_id: int | None, workflow: str | None)
     return rows[0]
 
 
-def _check_approver(svc: Service, row: dict[str, Any], actor: str, verb: str) -> dict[str, Any]:
-    hold = loads(row["plan"])["jobs"][row["base"]]["hold"] or {}
+def _hold(row: dict[str, Any]) -> dict[str, Any]:
+    """The hold of a held job's row, from its run's plan."""
+    return loads(row["plan"])["jobs"][row["base"]]["hold"] or {}
+
+
+def _refusal(svc: Service, row: dict[str, Any], hold: dict[str, Any], actor: str, verb: str) -> str:
+    """Why ACTOR may not VERB the held job in ROW, or "" when they may (anyone may, without approvers)."""
     approvers = hold.get("approvers") or []
-    if approvers:
-        user = identity.actor_user(actor)
-        allowed = any(user == a or user in svc.project.groups.get(a, []) for a in approvers)
-        if not allowed:
-            raise Refused(
-                f"{user} may not {verb} {row['name']} in run #{row['run_id']} "
-                f"(approvers: {', '.join(approvers)}); nothing was changed"
-            )
+    if not approvers:
+        return ""
+    user = identity.actor_user(actor)
+    if any(user == a or user in svc.project.groups.get(a, []) for a in approvers):
+        return ""
+    return (
+        f"{user} may not {verb} {row['name']} in run #{row['run_id']} "
+        f"(approvers: {', '.join(approvers)}); nothing was changed"
+    )
+
+
+def _check_approver(svc: Service, row: dict[str, Any], actor: str, verb: str) -> dict[str, Any]:
+    hold = _hold(row)
+    refusal = _refusal(svc, row, hold, actor, verb)
+    if refusal:
+        raise Refused(refusal)
     return hold
+
+
+@dataclass(frozen=True)
+class ReleaseField:
+    """One value a release asks for (a field of the hold), as a form or a prompt shows it."""
+
+    name: str
+    type: str
+    description: str
+    required: bool  # the release is refused without a value: required, and no default to fall back on
+    secret: bool
+    default: Any
+    choices: tuple[str, ...]  # the allowed values (the field's enum), or () for any
+    pattern: str | None
+
+
+@dataclass(frozen=True)
+class ReleaseForm:
+    """What releasing a held job asks for, and whether the actor may: read before anyone types."""
+
+    run_id: int
+    job: str
+    prompt: str
+    fields: tuple[ReleaseField, ...]
+    approvers: tuple[str, ...]  # users or groups; () when anyone may release
+    may_release: bool
+    refusal: str  # why the actor may not release ("" when they may): nothing was changed
+    specs: dict[str, InputSpec] = field(repr=False, compare=False)
+
+    def problem(self, given: dict[str, str]) -> tuple[str | None, str] | None:
+        """The first field value the release would refuse, as (field name, one line), or None."""
+        try:
+            validate_inputs(self.specs, given, what="field")
+        except InputError as e:
+            return e.name, str(e)
+        return None
 
 
 def release_form(
@@ -70,27 +121,37 @@ def release_form(
     run_id: int | None = None,
     workflow: str | None = None,
     actor: str | None = None,
-) -> dict[str, Any]:
-    """What releasing JOB asks for (prompt, fields), checked before anyone types: an actor who may
-    not release is refused now, not after filling in the form."""
+) -> ReleaseForm:
+    """What releasing JOB asks for (prompt, fields, approvers), checked before anyone types: an actor
+    who may not release learns it now (`may_release`, `refusal`), not after filling in the form.
+    Raises NotFound or Refused when no single job of that name is on hold."""
     actor = actor or identity.actor()
     row = _candidate(svc, job, run_id, workflow)
-    hold = _check_approver(svc, row, actor, "release")
-    return {
-        "run_id": row["run_id"],
-        "job": row["name"],
-        "prompt": hold.get("prompt") or "",
-        "fields": hold.get("fields") or {},
-    }
-
-
-def field_problem(fields: dict[str, Any], given: dict[str, str]) -> tuple[str | None, str] | None:
-    """The first field value the release would refuse, as (field name, one line), or None."""
-    try:
-        validate_inputs({k: spec_from(v) for k, v in fields.items()}, given, what="field")
-    except InputError as e:
-        return e.name, str(e)
-    return None
+    hold = _hold(row)
+    refusal = _refusal(svc, row, hold, actor, "release")
+    specs = {k: spec_from(v) for k, v in (hold.get("fields") or {}).items()}
+    return ReleaseForm(
+        run_id=row["run_id"],
+        job=row["name"],
+        prompt=hold.get("prompt") or "",
+        fields=tuple(
+            ReleaseField(
+                name=name,
+                type=s.type,
+                description=s.description,
+                required=bool(s.required) and s.default is None,
+                secret=bool(s.secret),
+                default=s.default,
+                choices=tuple(map(str, s.enum or [])),
+                pattern=s.pattern,
+            )
+            for name, s in specs.items()
+        ),
+        approvers=tuple(hold.get("approvers") or []),
+        may_release=not refusal,
+        refusal=refusal,
+        specs=specs,
+    )
 
 
 def release(

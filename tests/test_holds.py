@@ -103,6 +103,33 @@ def test_approvers_users_and_groups(proj: Proj) -> None:
     proj.ok("workflow", "release", "ship", "--field", "ticket=CHG-1", env={"SLUICE_USER": "dave"})  # a user
 
 
+def test_release_form_describes_the_fields_and_who_may_release(proj: Proj) -> None:
+    """What the dashboard's release dialog is built from: one use case, read before anyone types."""
+    from core import holds
+
+    setup(proj)
+    proj.ok("workflow", "run", "release", "-i", "version=1")
+    svc = proj.service()
+    form = holds.release_form(svc, "ship", run_id=1, actor="erin@jump-1")  # in the seniors group
+    assert (form.run_id, form.job, form.prompt) == (1, "ship", "Ship it?")
+    assert form.approvers == ("seniors", "dave") and form.may_release and form.refusal == ""
+    fields = {f.name: f for f in form.fields}
+    assert sorted(fields) == ["pin", "ticket", "window"]
+    assert fields["ticket"].required and fields["ticket"].pattern == "^CHG-\\d+$"
+    assert not fields["window"].required and fields["window"].default == "night"  # a default fills it
+    assert fields["pin"].secret and not fields["ticket"].secret
+    assert form.problem({"ticket": "CHG-1"}) is None
+    name, why = form.problem({"ticket": "42"}) or (None, "")
+    assert name == "ticket" and "does not match pattern" in why
+    assert form.problem({})[0] == "ticket"  # required
+    refused = holds.release_form(svc, "ship", run_id=1, actor="mallory@jump-1")
+    assert not refused.may_release
+    assert refused.refusal == (
+        "mallory may not release ship in run #1 (approvers: seniors, dave); nothing was changed"
+    )
+    assert statuses(proj, 1)["ship"] == "held"  # describing the form changes nothing
+
+
 def test_several_candidates_need_run(proj: Proj) -> None:
     setup(proj)
     proj.ok("workflow", "run", "release", "-i", "version=1")

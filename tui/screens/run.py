@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -12,8 +13,10 @@ from textual.screen import Screen
 from textual.widgets import Footer, Log, Static
 
 from core.identity import actor_user
+from core.shapes import JobView, RunView
 
 from ..glyphs import status_text
+from ..messages import LiveView
 from ..widgets.live_table import LiveTable
 from .base import ReadOnlyAware, styled_status
 
@@ -25,8 +28,8 @@ def short(iso_time: str | None) -> str:
     return iso_time[5:16].replace("T", " ") if iso_time else ""
 
 
-class RunScreen(ReadOnlyAware, Screen[None]):
-    BINDINGS = [
+class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
+    BINDINGS = [  # the footer's and the help's (key_table)
         Binding("escape,backspace", "back", "Back", id="run.back"),
         Binding("r", "release", "Release", id="run.release"),
         Binding("R", "reject", "Reject", id="run.reject"),
@@ -39,8 +42,12 @@ class RunScreen(ReadOnlyAware, Screen[None]):
     def __init__(self, run_id: int):
         super().__init__()
         self.run_id = run_id
-        self.view: dict[str, Any] | None = None
+        self.view: RunView | None = None
         self.plan: dict[str, Any] | None = None
+
+    @classmethod
+    def key_table(cls) -> list[Binding]:
+        return list(cls.BINDINGS)
 
     @property
     def sluice(self) -> SluiceApp:
@@ -67,14 +74,14 @@ class RunScreen(ReadOnlyAware, Screen[None]):
         self.sluice.kick()
 
     # live data (fetch runs in the app's poller thread)
-    def fetch(self) -> Any:
+    def fetch(self) -> RunView:
         if self.plan is None:  # the job graph, for the tree: fetched once
             from core.store.db import loads
 
             self.plan = loads(self.sluice.svc.run_row(self.run_id)["plan"])
         return self.sluice.svc.run_view(self.run_id)
 
-    def show(self, view: dict[str, Any]) -> None:
+    def show(self, view: RunView) -> None:
         self.view = view
         summary = Text.assemble(
             (f"#{view['id']} {view['target']} ", "bold"),
@@ -107,16 +114,16 @@ class RunScreen(ReadOnlyAware, Screen[None]):
         event.stop()
         self.action_logs()
 
-    def current_job(self) -> dict[str, Any] | None:
+    def current_job(self) -> JobView | None:
         key = self.query_one(LiveTable).cursor_key
         if self.view is None or key is None:
             return None
         return next((j for j in self.view["jobs"] if j["name"] == key), None)
 
-    def _held_job(self) -> dict[str, Any] | None:
+    def _held_job(self) -> JobView | None:
         job = self.current_job()
         if job is None or job["status"] != "held":
-            held = [j for j in (self.view or {}).get("jobs", []) if j["status"] == "held"]
+            held = [j for j in (self.view["jobs"] if self.view else []) if j["status"] == "held"]
             if len(held) == 1:
                 return held[0]
             self.notify("put the cursor on a held job", severity="warning")
@@ -164,10 +171,18 @@ def _depths(plan: dict[str, Any] | None) -> dict[str, int]:
     return {name: depth(name) for name in jobs}
 
 
-class LogScreen(Screen[None]):
+@dataclass(frozen=True)
+class LogData:
+    """What the log view's fetch returns: the chunks after the last one shown, and the run's status."""
+
+    chunks: list[dict[str, Any]]
+    status: str
+
+
+class LogScreen(LiveView[LogData], Screen[None]):
     """A job's output (or the whole run's), following new output as it arrives."""
 
-    BINDINGS = [
+    BINDINGS = [  # the footer's and the help's (key_table)
         Binding("escape,backspace,q", "back", "Back", id="log.back"),
         Binding("f", "toggle_follow", "Follow on/off", id="log.follow"),
         Binding("question_mark", "help", "Help", id="log.help"),
@@ -180,6 +195,10 @@ class LogScreen(Screen[None]):
         self.after = 0
         self.follow = True
         self.partial = False
+
+    @classmethod
+    def key_table(cls) -> list[Binding]:
+        return list(cls.BINDINGS)
 
     @property
     def sluice(self) -> SluiceApp:
@@ -201,15 +220,14 @@ class LogScreen(Screen[None]):
             " · following" if self.follow else " · paused"
         )
 
-    def fetch(self) -> Any:
+    def fetch(self) -> LogData:
         chunks = self.sluice.svc.log_chunks(self.run_id, job=self.job, after=self.after, limit=500)
         status = self.sluice.svc.run_row(self.run_id)["status"]
-        return chunks, status
+        return LogData(chunks, status)
 
-    def show(self, data: Any) -> None:
-        chunks, status = data
+    def show(self, data: LogData) -> None:
         log = self.query_one(Log)
-        for c in chunks:
+        for c in data.chunks:
             if c["id"] <= self.after:
                 continue
             self.after = c["id"]
@@ -219,7 +237,7 @@ class LogScreen(Screen[None]):
                 else "".join(f"[{c['job']}] {ln}" for ln in c["data"].splitlines(keepends=True))
             )
             log.write(text, scroll_end=self.follow)
-        subtitle = status_text(status)
+        subtitle = status_text(data.status)
         if self.query_one("#log-view").border_subtitle != subtitle:
             self.query_one("#log-view").border_subtitle = subtitle
 

@@ -1,0 +1,19 @@
+"""The dashboard's four panes, one module each, on the shared Pane (base.py)."""
+
+from __future__ import annotations
+
+from .agents import AgentsPane
+from .base import WINDOW, Pane, Window
+from .queue import QueuePane
+from .runs import RunsPane
+from .workflows import WorkflowsPane
+
+# (key, id, class): the order of the top bar, of 1-4 and of tab
+PANES: list[tuple[str, str, type[Pane]]] = [
+    ("1", "queue", QueuePane),
+    ("2", "runs", RunsPane),
+    ("3", "agents", AgentsPane),
+    ("4", "workflows", WorkflowsPane),
+]
+
+__all__ = ["PANES", "WINDOW", "AgentsPane", "Pane", "QueuePane", "RunsPane", "Window", "WorkflowsPane"]

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import identity
+from . import identity, windows
 from .definitions import InputError, masked, validate_inputs
 from .definitions.objects import InputSpec
 from .errors import Invalid, NotFound, Refused
 from .plan import spec_from
-from .service import Service, record_event
+from .service import Service, broke_glass, record_event
 from .shapes import RunView
-from .store.db import dumps, loads, now
+from .store.db import IntegrityError, dumps, loads, now
 
 
 def held_jobs(
@@ -56,18 +56,58 @@ def _hold(row: dict[str, Any]) -> dict[str, Any]:
     return loads(row["plan"])["jobs"][row["base"]]["hold"] or {}
 
 
-def _refusal(svc: Service, row: dict[str, Any], hold: dict[str, Any], actor: str, verb: str) -> str:
-    """Why ACTOR may not VERB the held job in ROW, or "" when they may (anyone may, without approvers)."""
-    approvers = hold.get("approvers") or []
-    if not approvers:
-        return ""
+def _refusal(
+    svc: Service, row: dict[str, Any], hold: dict[str, Any], actor: str, verb: str, *, glass: bool = False
+) -> str:
+    """Why ACTOR may not VERB the held job in ROW, or "" when they may (anyone may, without approvers).
+
+    Releasing also asks four-eyes (the requester may not approve their own run) and, with
+    several approvals needed, that this person has not approved it already; break glass
+    (`glass`) passes over both, never over the approvers."""
     user = identity.actor_user(actor)
-    if any(user == a or user in svc.project.groups.get(a, []) for a in approvers):
+    approvers = hold.get("approvers") or []
+    if approvers and not any(user == a or user in svc.project.groups.get(a, []) for a in approvers):
+        return (
+            f"{user} may not {verb} {row['name']} in run #{row['run_id']} "
+            f"(approvers: {', '.join(approvers)}); nothing was changed"
+        )
+    if verb != "release" or glass:
         return ""
-    return (
-        f"{user} may not {verb} {row['name']} in run #{row['run_id']} "
-        f"(approvers: {', '.join(approvers)}); nothing was changed"
-    )
+    if hold.get("four_eyes"):
+        how = requested(svc, row["run_id"]).get(user)
+        if how:
+            return (
+                f"{user} {how} run #{row['run_id']} and may not approve it (four_eyes): another approver "
+                "must release it; nothing was changed"
+            )
+    if (hold.get("approvals") or 1) > 1:
+        done = svc.db.one("SELECT at FROM approvals WHERE job_id = ? AND approver = ?", (row["id"], user))
+        if done is not None:
+            return (
+                f"{user} already approved {row['name']} in run #{row['run_id']}: it needs another "
+                "approver; nothing was changed"
+            )
+    return ""
+
+
+def requested(svc: Service, run_id: int) -> dict[str, str]:
+    """Who requested a run, and how: its creator, and for a run from the queue whoever queued the
+    item and whoever executed it (four-eyes keeps all of them from approving it)."""
+    run = svc.db.one("SELECT created_by, queue_item_id FROM runs WHERE id = ?", (run_id,))
+    if run is None:
+        return {}
+    out: dict[str, str] = {}
+    if run["queue_item_id"] is not None:
+        item = svc.db.one(
+            "SELECT queued_by, closed_by FROM queue_items WHERE id = ?", (run["queue_item_id"],)
+        )
+        if item is not None:
+            if item["closed_by"]:
+                out[identity.actor_user(item["closed_by"])] = "executed the queue item of"
+            out[identity.actor_user(item["queued_by"])] = "queued"
+    if run["created_by"] != "sluice":
+        out[identity.actor_user(run["created_by"])] = "started"
+    return out
 
 
 def _check_approver(svc: Service, row: dict[str, Any], actor: str, verb: str) -> dict[str, Any]:
@@ -163,33 +203,114 @@ def release(
     comment: str | None = None,
     fields: dict[str, str] | None = None,
     actor: str | None = None,
+    break_glass: str | None = None,
 ) -> RunView:
+    """Release a held job, or record one approval of several (`approvals: N`): the job runs when
+    the N-th distinct approver releases it. `break_glass` (a reason, for sluice.yaml's
+    break_glass group) passes over four-eyes and approvals, never over the approvers."""
     actor = actor or identity.actor()
+    glass = windows.check_break_glass(svc.project, actor, break_glass) if break_glass is not None else None
     row = _candidate(svc, job, run_id, workflow)
-    hold = _check_approver(svc, row, actor, "release")
+    hold = _hold(row)
+    refusal = _refusal(svc, row, hold, actor, "release", glass=glass is not None)
+    if refusal:
+        raise Refused(refusal)
     specs = {k: spec_from(v) for k, v in (hold.get("fields") or {}).items()}
     try:
         values = validate_inputs(specs, fields or {}, what="field")
     except InputError as e:
         raise Invalid(str(e)) from None
+    user = identity.actor_user(actor)
+    needed = int(hold.get("approvals") or 1)
+    t = now()
     with svc.db.write() as tx:
-        changed = tx.execute(
-            "UPDATE jobs SET status = 'waiting', reason = 'waiting for an agent', released_by = ?, released_at = ?, "
-            "comment = ?, fields = ? WHERE id = ? AND status = 'held'",
-            (actor, now(), comment, dumps(values), row["id"]),
-        )
-        if not changed:
+        # two approvers at the same moment: the second waits here, then sees what the first did
+        current = tx.one(f"SELECT status FROM jobs WHERE id = ?{tx.for_update}", (row["id"],))
+        if current is None or current["status"] != "held":
             raise Refused(f"{row['name']} in run #{row['run_id']} is no longer on hold")
-        record_event(
-            tx,
-            "job.released",
-            actor,
-            f"released {row['name']} in run #{row['run_id']}" + (f": {comment}" if comment else ""),
-            run_id=row["run_id"],
-            job_id=row["id"],
-            workflow=row["workflow"],
-            details={"comment": comment, "fields": masked(specs, values)},
-        )
+        what = f"{row['name']} in run #{row['run_id']}"
+        released = True
+        if needed > 1 and glass is None:
+            try:
+                with tx.savepoint():
+                    tx.insert(
+                        "approvals",
+                        {
+                            "job_id": row["id"],
+                            "run_id": row["run_id"],
+                            "approver": user,
+                            "actor": actor,
+                            "at": t,
+                            "comment": comment,
+                            "fields": dumps(values),
+                        },
+                    )
+            except IntegrityError:  # the same person from two terminals at once
+                raise Refused(f"{user} already approved {what}: it needs another approver") from None
+            names = [
+                r["approver"]
+                for r in tx.all(
+                    "SELECT approver FROM approvals WHERE job_id = ? ORDER BY at, id", (row["id"],)
+                )
+            ]
+            tally = f"{len(names)} of {needed}: {', '.join(names)}"
+            record_event(
+                tx,
+                "job.approved",
+                actor,
+                f"approved {what} ({tally})" + (f": {comment}" if comment else ""),
+                run_id=row["run_id"],
+                job_id=row["id"],
+                workflow=row["workflow"],
+                details={
+                    "comment": comment,
+                    "fields": masked(specs, values),
+                    "approvals": names,
+                    "needed": needed,
+                },
+            )
+            released = len(names) >= needed
+            if not released:  # stays held, saying how far it got
+                prompt = hold.get("prompt") or "waiting for release"
+                tx.execute("UPDATE jobs SET reason = ? WHERE id = ?", (f"{prompt} ({tally})", row["id"]))
+        if released:
+            frozen = next(
+                (
+                    f
+                    for f in windows.freezes_in_force(svc.project, tx, t)
+                    if f.covers("workflow", row["workflow"])
+                ),
+                None,
+            )
+            gate, why = (
+                ("freeze", windows.describe_freeze(svc.project, frozen))
+                if frozen
+                else (None, "waiting for an agent")
+            )
+            tx.execute(
+                "UPDATE jobs SET status = 'waiting', gate = ?, reason = ?, released_by = ?, released_at = ?, "
+                "comment = ?, fields = ? WHERE id = ? AND status = 'held'",
+                (gate, why, actor, t, comment, dumps(values), row["id"]),
+            )
+            record_event(
+                tx,
+                "job.released",
+                actor,
+                f"released {what}" + (f": {comment}" if comment else ""),
+                run_id=row["run_id"],
+                job_id=row["id"],
+                workflow=row["workflow"],
+                details={"comment": comment, "fields": masked(specs, values)},
+            )
+            if glass is not None:
+                passed = [
+                    p
+                    for p, on in (("four_eyes", hold.get("four_eyes")), (f"approvals: {needed}", needed > 1))
+                    if on
+                ]
+                broke_glass(
+                    tx, actor, glass, row["run_id"], ", ".join(passed) or "nothing to pass", job_id=row["id"]
+                )
     svc.poke()
     return svc.run_view(row["run_id"])
 

@@ -42,6 +42,8 @@ def _job(project: Project, job: Job, position: int) -> JobPlan:
             "approvers": job.hold.approvers,
             "fields": {k: _spec(v) for k, v in job.hold.fields.items()},
             "timeout": job.hold.timeout,
+            "approvals": job.hold.approvals,
+            "four_eyes": project.four_eyes if job.hold.four_eyes is None else job.hold.four_eyes,
         }
     trigger: TriggerPlan | None = None
     if job.trigger is not None:

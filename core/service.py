@@ -387,7 +387,7 @@ class Service:
         mats = self.db.all(
             "SELECT name, revision, timestamp FROM materials WHERE run_id = ? ORDER BY name", (run_id,)
         )
-        return run_view(run, jobs, mats)
+        return run_view(run, jobs, mats, approvals_of(self.db, [run_id]))
 
     def list_runs(
         self,
@@ -418,7 +418,8 @@ class Service:
         mats: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
         for m in self.db.all(f"SELECT * FROM materials WHERE run_id IN ({marks}) ORDER BY name", ids):
             mats[m["run_id"]].append(m)
-        return [run_view(r, jobs[r["id"]], mats[r["id"]]) for r in runs]
+        approvals = approvals_of(self.db, ids)
+        return [run_view(r, jobs[r["id"]], mats[r["id"]], approvals) for r in runs]
 
     def runs_window(
         self,
@@ -752,8 +753,9 @@ class Service:
                 part,
             ):
                 mats[m["run_id"]].append(m)
+            approvals = approvals_of(self.db, part)
             for r in runs:
-                yield run_view(r, jobs[r["id"]], mats[r["id"]])
+                yield run_view(r, jobs[r["id"]], mats[r["id"]], approvals)
 
     def wait_run(self, run_id: int, *, poll: float = 0.1, stop_on_hold: bool = True) -> RunView:
         for kind, value in self.follow(run_id, poll=poll, stop_on_hold=stop_on_hold):
@@ -896,7 +898,8 @@ class _JobWatch:
         mats = self.db.all(
             "SELECT name, revision, timestamp FROM materials WHERE run_id = ? ORDER BY name", (self.run_id,)
         )
-        return run_view(run, sorted(self.rows.values(), key=lambda r: (r["position"], r["id"])), mats)
+        rows = sorted(self.rows.values(), key=lambda r: (r["position"], r["id"]))
+        return run_view(run, rows, mats, approvals_of(self.db, [self.run_id]))
 
 
 def _new_chunks(db: Database, floors: dict[int, int]) -> Iterator[dict[str, Any]]:
@@ -948,7 +951,27 @@ def _definitions_stamp(root: Path) -> tuple[float, ...]:
     return tuple(stamps)
 
 
-def run_view(run: dict[str, Any], jobs: list[dict[str, Any]], mats: list[dict[str, Any]]) -> RunView:
+def approvals_of(db: Database, run_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """The approvals recorded for these runs' jobs (holds needing several), by job id, in order."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    if not run_ids:
+        return out
+    for a in db.all(
+        f"SELECT job_id, approver, at, comment FROM approvals WHERE run_id IN ({_marks(run_ids)}) ORDER BY at, id",
+        run_ids,
+    ):
+        out.setdefault(a["job_id"], []).append(
+            {"by": a["approver"], "at": iso(a["at"]), "comment": a["comment"]}
+        )
+    return out
+
+
+def run_view(
+    run: dict[str, Any],
+    jobs: list[dict[str, Any]],
+    mats: list[dict[str, Any]],
+    approvals: dict[int, list[dict[str, Any]]] | None = None,
+) -> RunView:
     plan = loads(run["plan"], {})
     specs = {k: spec_from(v) for k, v in plan.get("inputs", {}).items()}
     secrets = run_secrets(run, plan, jobs)
@@ -965,10 +988,11 @@ def run_view(run: dict[str, Any], jobs: list[dict[str, Any]], mats: list[dict[st
         "inputs": masked(specs, loads(run["inputs"], {})),
         "parent_run_id": run["parent_run_id"],
         "rerun_of": run.get("rerun_of"),
+        "break_glass": run.get("break_glass"),
         "materials": [
             {"name": m["name"], "revision": m["revision"], "timestamp": iso(m["timestamp"])} for m in mats
         ],
-        "jobs": [job_view(j, secrets) for j in jobs],
+        "jobs": [job_view(j, secrets, (approvals or {}).get(j["id"], [])) for j in jobs],
     }
 
 
@@ -982,7 +1006,9 @@ def run_secrets(run: dict[str, Any], plan: dict[str, Any], jobs: list[dict[str, 
     return sorted({str(v) for v in values if v not in (None, "")}, key=len, reverse=True)
 
 
-def job_view(j: dict[str, Any], secrets: list[str] | None = None) -> JobView:
+def job_view(
+    j: dict[str, Any], secrets: list[str] | None = None, approvals: list[dict[str, Any]] | None = None
+) -> JobView:
     secrets = secrets or []
     reason = j["reason"]
     return {
@@ -997,6 +1023,8 @@ def job_view(j: dict[str, Any], secrets: list[str] | None = None) -> JobView:
         "released_by": j["released_by"],
         "released_at": iso(j["released_at"]),
         "comment": j["comment"],
+        "approvals": approvals or [],
+        "break_glass": j.get("break_glass"),
     }
 
 

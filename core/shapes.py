@@ -22,11 +22,13 @@ class InputSpecPlan(TypedDict):
     secret: bool
 
 
-class HoldPlan(TypedDict):
+class HoldPlan(TypedDict, total=False):
     prompt: str
     approvers: list[str]
     fields: dict[str, InputSpecPlan]
     timeout: float | None
+    approvals: int  # distinct approvers needed (plans made before SPEC 13 have none: 1)
+    four_eyes: bool  # the requester may not approve (resolved against sluice.yaml's default)
 
 
 class TriggerPlan(TypedDict):
@@ -124,6 +126,8 @@ class JobView(TypedDict):
     released_by: str | None
     released_at: str | None
     comment: str | None
+    approvals: list[dict[str, Any]]  # holds needing several: {by, at, comment}, in order
+    break_glass: str | None  # released past four-eyes or approvals: the reason given
 
 
 class RunView(TypedDict):
@@ -139,6 +143,7 @@ class RunView(TypedDict):
     inputs: dict[str, Any]
     parent_run_id: int | None
     rerun_of: int | None
+    break_glass: str | None  # started past a closed window or a freeze: the reason given
     materials: list[MaterialView]
     jobs: list[JobView]
 

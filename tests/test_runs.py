@@ -17,6 +17,7 @@ SHAPE_RUN = {
     "inputs",
     "parent_run_id",
     "rerun_of",  # SPEC 14: the run a `run rerun` repeats
+    "break_glass",  # SPEC 13: why a window or a freeze was overridden
     "materials",
     "jobs",
 }
@@ -32,6 +33,8 @@ SHAPE_JOB = {
     "released_by",
     "released_at",
     "comment",
+    "approvals",  # SPEC 13: each approval of a hold that needs several
+    "break_glass",
 }
 
 

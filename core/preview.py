@@ -103,6 +103,8 @@ def preview(svc: Service, item_id: int) -> Preview:
                         "approvers": list(hold["approvers"] or []),
                         "fields": list(hold["fields"]),
                         "timeout": hold["timeout"],
+                        "approvals": hold.get("approvals") or 1,
+                        "four_eyes": bool(hold.get("four_eyes")),
                     }
                     if hold
                     else None

@@ -39,6 +39,7 @@ from .messages import (
     FetchFailed,
     ItemRefused,
     LiveView,
+    Looked,
 )
 from .panes import PANES, Pane
 from .screens.modals import ConfirmScreen, FormScreen, HelpScreen
@@ -222,21 +223,39 @@ class SluiceApp(App[None]):
 
     # ------------------------------------------------------------ actions (all through core use cases)
 
-    def act(self, call: Callable[[], object], success: str) -> None:
-        """Run a use case off the event loop; report the outcome in a notification."""
+    def act(self, call: Callable[[], object], success: str | Callable[[Any], str]) -> None:
+        """Run a use case off the event loop; report the outcome in a notification (`success`, or
+        what it says about the use case's result: the run it started)."""
         self._act(call, success)
 
     @work(thread=True, group="actions")
-    def _act(self, call: Callable[[], object], success: str) -> None:
+    def _act(self, call: Callable[[], object], success: str | Callable[[Any], str]) -> None:
         try:
-            call()
+            result = call()
         except (SluiceError, StoreError) as e:
             self.post_message(ActionFailed(getattr(e, "message", str(e))))
         else:
-            self.post_message(ActionDone(success))
+            self.post_message(ActionDone(success(result) if callable(success) else success))
             if self.start_engine:
                 self._ensure_engine_now()
         self.kick()
+
+    def look(self, read: Callable[[], object], then: Callable[[Any], None]) -> None:
+        """Read through a use case off the event loop, then open what shows it (on the UI thread)."""
+        self._look(read, then)
+
+    @work(thread=True, group="actions")
+    def _look(self, read: Callable[[], object], then: Callable[[Any], None]) -> None:
+        try:
+            result = read()
+        except (SluiceError, StoreError) as e:
+            self.post_message(ActionFailed(getattr(e, "message", str(e))))
+        else:
+            self.post_message(Looked(result, then))
+
+    @on(Looked)
+    def _looked(self, message: Looked) -> None:
+        message.then(message.result)
 
     @on(ActionDone)
     def _action_done(self, message: ActionDone) -> None:

@@ -7,7 +7,8 @@ handlers apply it on the UI thread: a live view's data is shown, an outcome is n
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from textual.message import Message
 
@@ -84,3 +85,13 @@ class EngineFailed(Message):
     def __init__(self, error: str) -> None:
         super().__init__()
         self.error = error
+
+
+class Looked(Message):
+    """The action worker read something for a dialog (a preview, the items to restore): `then`
+    opens it, on the UI thread."""
+
+    def __init__(self, result: object, then: Callable[[Any], None]) -> None:
+        super().__init__()
+        self.result = result
+        self.then = then

@@ -6,15 +6,16 @@ from typing import Any
 
 from textual.binding import Binding
 
-from core import queueing
+from core import preview, queueing, recovery
 from core.errors import SluiceError
 from core.identity import actor_user
 from core.queueing import Outcome
 from core.shapes import ItemView
 
 from ..messages import ItemRefused
-from ..screens.modals import ConfirmScreen
+from ..screens.modals import ConfirmScreen, InfoScreen
 from ..screens.run import short
+from ..texts import preview_lines
 from .base import WINDOW, Pane, Window
 
 
@@ -32,12 +33,14 @@ class QueuePane(Pane):
         ("note", "Note"),
     ]
     BINDINGS = [
+        Binding("enter", "preview", "Preview", id="queue.preview"),
         Binding("space", "mark", "Mark", id="queue.mark"),
         Binding("x", "execute", "Execute", id="queue.execute"),
         Binding("d", "purge", "Purge", id="queue.purge"),
+        Binding("u", "restore", "Undo purge", id="queue.restore"),
         Binding("a", "mark_all", "Mark all", show=False, id="queue.mark_all"),
     ]
-    DESTRUCTIVE = {"execute", "purge", "mark", "mark_all"}
+    DESTRUCTIVE = {"execute", "purge", "mark", "mark_all", "restore"}
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -92,6 +95,50 @@ class QueuePane(Pane):
         item = self.current()
         return [item] if item else []
 
+    def on_data_table_row_selected(self, event: Any) -> None:
+        event.stop()
+        self.action_preview()
+
+    def action_preview(self) -> None:
+        """What executing the item under the cursor would do now, and whether it could start."""
+        item = self.current()
+        if item is None:
+            return
+        svc, item_id = self.sluice.svc, item["id"]
+        self.sluice.look(
+            lambda: preview.preview(svc, item_id),
+            lambda p: self.app.push_screen(InfoScreen(f"Preview · queue item #{item_id}", preview_lines(p))),
+        )
+
+    def action_restore(self) -> None:
+        """Offer back the items purged last, listing them; restored to their old places."""
+        svc = self.sluice.svc
+        self.sluice.look(lambda: recovery.last_purged(svc), self._offer_restore)
+
+    def _offer_restore(self, items: list[ItemView]) -> None:
+        if not items:
+            self.notify("nothing purged to restore", severity="warning")
+            return
+        ids = [i["id"] for i in items]
+        lines = [self._line(i) for i in items]
+        svc = self.sluice.svc
+
+        def done(ok: bool | None) -> None:
+            if ok:
+                self.sluice.act(
+                    lambda: recovery.restore(svc, ids),
+                    f"restored {len(ids)} item(s): " + ", ".join(f"#{i}" for i in ids),
+                )
+
+        title = f"Restore the {len(items)} item(s) purged last?  They go back to their places."
+        self.app.push_screen(ConfirmScreen(title, lines, "Restore"), done)
+
+    @staticmethod
+    def _line(i: dict[str, Any]) -> str:
+        return f"#{i['id']}  {i['kind']:8s} {i['target']}  " + " ".join(
+            f"{k}={v}" for k, v in i["inputs"].items()
+        )
+
     def action_execute(self) -> None:
         self._confirm("execute", self.selection())
 
@@ -105,11 +152,7 @@ class QueuePane(Pane):
             )
             return
         ids = [i["id"] for i in items]
-        lines = [
-            f"#{i['id']}  {i['kind']:8s} {i['target']}  "
-            + " ".join(f"{k}={v}" for k, v in i["inputs"].items())
-            for i in items
-        ]
+        lines = [self._line(i) for i in items]
         title = f"{verb.title()} {len(items)} queued item(s)?" + (
             "  Each starts as one run." if verb == "execute" else "  Nothing will run."
         )

@@ -153,6 +153,27 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
         self.dismiss(None)
 
 
+class InfoScreen(ModalScreen[None]):
+    """Lines to read (a preview), nothing to decide: escape closes."""
+
+    BINDINGS = [Binding("escape,q,enter", "close", "Close", id="info.close")]
+
+    def __init__(self, title: str, lines: list[str]):
+        super().__init__()
+        self.title_text = title
+        self.lines = lines
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Label(self.title_text, id="dialog-title")
+            with VerticalScroll(id="dialog-items"):
+                yield Static("\n".join(self.lines), markup=False)
+            yield Static("escape closes", id="dialog-note")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
 class HelpScreen(ModalScreen[None]):
     """The keys of the pane that had the focus."""
 

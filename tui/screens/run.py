@@ -12,13 +12,17 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Log, Static
 
+from core import recovery
 from core.identity import actor_user
 from core.shapes import JobView, RunView
+from core.statuses import FINAL_RUN
 
 from ..glyphs import status_text
 from ..messages import LiveView
+from ..texts import rerun_plan
 from ..widgets.live_table import LiveTable
 from .base import ReadOnlyAware, styled_status
+from .modals import ConfirmScreen
 
 if TYPE_CHECKING:
     from ..app import SluiceApp
@@ -34,10 +38,11 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
         Binding("r", "release", "Release", id="run.release"),
         Binding("R", "reject", "Reject", id="run.reject"),
         Binding("c", "cancel_run", "Cancel run", id="run.cancel"),
+        Binding("a", "rerun", "Run again", id="run.rerun"),
         Binding("l,enter", "logs", "Logs", id="run.logs"),
         Binding("question_mark", "help", "Help", id="run.help"),
     ]
-    DESTRUCTIVE = {"release", "reject", "cancel_run"}
+    DESTRUCTIVE = {"release", "reject", "cancel_run", "rerun"}
 
     def __init__(self, run_id: int):
         super().__init__()
@@ -92,6 +97,10 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
             summary.append("\ninputs: " + "  ".join(f"{k}={v}" for k, v in view["inputs"].items()))
         if view["parent_run_id"]:
             summary.append(f"\nstarted by run #{view['parent_run_id']}")
+        if view.get("rerun_of"):
+            summary.append(f"\nre-run of run #{view['rerun_of']}")
+        if view.get("break_glass"):
+            summary.append(f"\n⚠ break glass: {view['break_glass']}", style="bold")
         if summary != getattr(self, "_summary", None):  # unchanged: no repaint
             self._summary = summary
             self.query_one("#run-summary", Static).update(summary)
@@ -102,8 +111,12 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
                 x for x in [j["reason"] or "", " ".join(f"{k}={v}" for k, v in j["outputs"].items())] if x
             )
             by = f"{actor_user(j['released_by'])} {short(j['released_at'])}" if j["released_by"] else ""
+            if j.get("approvals") and not j["released_by"]:
+                by = "approved by " + ", ".join(a["by"] for a in j["approvals"])
             if j["comment"]:
                 by += f" “{j['comment']}”"
+            if j.get("break_glass"):
+                by += f" ⚠ break glass: {j['break_glass']}"
             base = j["name"].split("[")[0]
             d = depth.get(base, 0)
             label = ("  " * (d - 1) + "└ " if d else "") + j["name"]
@@ -145,6 +158,35 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
 
     def action_cancel_run(self) -> None:
         self.sluice.cancel_flow([self.run_id])
+
+    def action_rerun(self) -> None:
+        """Run it again, after a confirmation that lists what runs and what is carried over: the
+        jobs that did not succeed when the run failed or was cancelled, else all of it."""
+        view = self.view
+        if view is None:
+            return
+        if view["status"] not in FINAL_RUN:
+            self.notify(
+                f"run #{view['id']} is still {view['status'].replace('_', ' ')}: nothing to re-run yet",
+                severity="warning",
+            )
+            return
+        failed = view["status"] != "succeeded"
+        again, carried = rerun_plan(dict(view), failed)
+        lines = [f"runs again: {', '.join(again)}"] + (
+            [f"carried over: {', '.join(carried)}"] if carried else []
+        )
+        title = f"Run #{view['id']} {view['target']} again" + (" (what did not succeed)?" if failed else "?")
+        svc, run_id = self.sluice.svc, view["id"]
+
+        def done(ok: bool | None) -> None:
+            if ok:
+                self.sluice.act(
+                    lambda: recovery.rerun(svc, run_id, failed=failed),
+                    lambda new: f"started run #{new} (re-run of #{run_id})",
+                )
+
+        self.app.push_screen(ConfirmScreen(title, lines, "Run again"), done)
 
     def action_logs(self) -> None:
         job = self.current_job()

@@ -106,7 +106,7 @@ def requested(svc: Service, run_id: int) -> dict[str, str]:
                 out[identity.actor_user(item["closed_by"])] = "executed the queue item of"
             out[identity.actor_user(item["queued_by"])] = "queued"
     if run["created_by"] != "sluice":
-        out[identity.actor_user(run["created_by"])] = "started"
+        out.setdefault(identity.actor_user(run["created_by"]), "started")
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from . import gates, identity, windows
@@ -24,7 +25,13 @@ def last_purged(svc: Service) -> list[ItemView]:
     return [item_view(r, _specs(svc, r["kind"], r["target"])) for r in rows]
 
 
-def restore(svc: Service, ids: list[int], *, actor: str | None = None) -> list[ItemView]:
+@dataclass(frozen=True)
+class Restored:
+    item: ItemView
+    due_passed: str | None = None  # a schedule whose time passed while purged: it came back unscheduled
+
+
+def restore(svc: Service, ids: list[int], *, actor: str | None = None) -> list[Restored]:
     """Put purged items back in the queue, at their old place (queued order is id order).
 
     All or nothing: an item that is not purged, or whose invocation is queued again meanwhile,
@@ -72,7 +79,12 @@ def restore(svc: Service, ids: list[int], *, actor: str | None = None) -> list[I
             woke = woke or (row["not_before"] is not None and not passed)
             fresh = tx.one("SELECT * FROM queue_items WHERE id = ?", (item_id,))
             assert fresh is not None
-            restored.append(item_view(fresh, _specs(svc, row["kind"], row["target"])))
+            restored.append(
+                Restored(
+                    item_view(fresh, _specs(svc, row["kind"], row["target"])),
+                    iso(row["not_before"]) if passed else None,
+                )
+            )
     if woke:
         svc.poke()  # a due time came back: the engine keeps the clock
     return restored

@@ -506,6 +506,7 @@ class Service:
         from . import gates
 
         states = {r["workflow"]: r for r in self.db.all("SELECT * FROM workflow_states")}
+        windows_by_name = {w["name"]: w for w in windows.windows_view(self.project)}
         out = []
         with self.db.write() as tx:  # consistent with the lock check that gates runs
             for w in self.list_workflows():
@@ -522,6 +523,7 @@ class Service:
                         "next_fire": iso(next_fire(wf.timer.cron, self.project.timezone))
                         if wf.timer
                         else None,
+                        "window": windows_by_name.get(wf.window) if wf.window else None,
                     }
                 )
         return out
@@ -553,14 +555,20 @@ class Service:
             (run_id, after, limit),
         )
 
-    def history(self, limit: int = 50, *, run_id: int | None = None) -> list[EventView]:
+    def history(
+        self, limit: int = 50, *, run_id: int | None = None, kind: str | None = None
+    ) -> list[EventView]:
         _check_limit(limit)
+        where: list[str] = []
+        params: list[Any] = []
         if run_id is not None:
-            rows = self.db.all(
-                "SELECT * FROM events WHERE run_id = ? ORDER BY id DESC LIMIT ?", (run_id, limit)
-            )
-        else:
-            rows = self.db.all("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
+            where.append("run_id = ?")
+            params.append(run_id)
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = self.db.all(f"SELECT * FROM events {clause}ORDER BY id DESC LIMIT ?", (*params, limit))
         return [event_view(r) for r in rows]
 
     def verify_history(self) -> chain.Verdict:

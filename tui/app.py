@@ -102,7 +102,7 @@ class SluiceApp(App[None]):
         with ContentSwitcher(initial="queue", id="panes"):
             for _key, pid, cls in PANES:
                 yield cls(id=pid)
-        yield Footer()
+        yield Footer(show_command_palette=False)  # ctrl+p is in the help: the 80 columns go to the keys
 
     def on_mount(self) -> None:
         self._topbar()

@@ -56,6 +56,9 @@ class Notifier:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="notify", daemon=True)
         self._failing = False
+        # the first time notify is used, it starts with the events of this engine's time: the
+        # past before it is not replayed to a new hook (later restarts go on from the stored place)
+        self.since = now()
 
     def start(self) -> None:
         self._thread.start()
@@ -89,14 +92,12 @@ class Notifier:
         with self.db.write(fenced=False) as tx:
             tx.lock("notify:cursor")
             row = tx.one(f"SELECT value FROM settings WHERE name = ?{tx.for_update}", (CURSOR,))
-            if row is None:  # the first time: from now on, not the whole past
-                head = tx.one("SELECT COALESCE(MAX(seq), 0) AS s FROM events")
-                tx.execute(
-                    "INSERT INTO settings (name, value) VALUES (?, ?)",
-                    (CURSOR, str(head["s"] if head else 0)),
-                )
-                return 0
-            seq = int(row["value"])
+            if row is None:
+                head = tx.one("SELECT COALESCE(MAX(seq), 0) AS s FROM events WHERE at < ?", (self.since,))
+                seq = int(head["s"]) if head else 0
+                tx.execute("INSERT INTO settings (name, value) VALUES (?, ?)", (CURSOR, str(seq)))
+            else:
+                seq = int(row["value"])
             events = tx.all(
                 "SELECT id, kind, seq FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, BATCH)
             )
@@ -199,6 +200,10 @@ class Notifier:
                     approvers = sorted(
                         {u for who in hold.get("approvers") or [] for u in groups.get(who, [who])}
                     )
+        workflow = event["workflow"]
+        if workflow is None and event["run_id"] is not None:
+            run = self.db.one("SELECT kind, target FROM runs WHERE id = ?", (event["run_id"],))
+            workflow = run["target"] if run and run["kind"] == "workflow" else None
         return {
             "id": event["id"],
             "kind": event["kind"],
@@ -207,7 +212,7 @@ class Notifier:
             "message": event["message"],
             "run_id": event["run_id"],
             "job": job,
-            "workflow": event["workflow"],
+            "workflow": workflow,
             "approvers": approvers,
         }
 

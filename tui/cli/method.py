@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .common import open_service
+from .flow import break_glass
 from .follow import start_and_follow
 from .queue import stage
 from .render import Out
@@ -33,7 +34,10 @@ def do_list(args: argparse.Namespace, out: Out) -> int:
 
 def do_run(args: argparse.Namespace, out: Out) -> int:
     svc = open_service(args)
-    return start_and_follow(args, out, svc, lambda inputs: svc.run_method(args.model, args.method, inputs))
+    glass = break_glass(args)
+    return start_and_follow(
+        args, out, svc, lambda inputs: svc.run_method(args.model, args.method, inputs, break_glass=glass)
+    )
 
 
 def do_stage(args: argparse.Namespace, out: Out) -> int:

@@ -98,6 +98,12 @@ def build_parser() -> Parser:
     )
     note = _option("--note", help="why this is staged")
     yes = _option("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    # an emergency override (sluice.yaml's break_glass group), always with a reason
+    glass = argparse.ArgumentParser(add_help=False)
+    glass.add_argument(
+        "--break-glass", action="store_true", help="override (members of sluice.yaml's break_glass group)"
+    )
+    glass.add_argument("--reason", help="why the override cannot wait (required with --break-glass)")
 
     # what a command acts on: `workflow ... NAME`, `method ... MODEL METHOD`
     workflow_name = argparse.ArgumentParser(add_help=False)
@@ -156,6 +162,37 @@ def build_parser() -> Parser:
     c = cmd(sub, "history", "the audit trail: every state change, newest first", "history.do_history")
     c.add_argument("--limit", type=limit_arg, default=50, help=f"at most N events (1 to {MAX_LIMIT:,})")
     c.add_argument("--run", type=id_arg, help="only events of this run")
+    c.add_argument("--break-glass", action="store_true", help="only the emergency overrides (break_glass)")
+    hist = c.add_subparsers(dest="sub", metavar="ACTION", parser_class=Parser, required=False)
+    cmd(
+        hist,
+        "verify",
+        "check the chained history; exit 1 naming the first event changed, inserted or removed",
+        "history.do_verify",
+    )
+    c = cmd(
+        hist, "export", "the sealed events with their hashes, as JSON lines", "history.do_export", json=False
+    )
+    c.add_argument("--since", type=id_arg, metavar="ID", help="only the events sealed after event ID")
+
+    # ---- sluice freeze / unfreeze
+    c = cmd(
+        sub,
+        "freeze",
+        "start no new run anywhere (except --except) until unfreeze or --until",
+        "flow.do_freeze",
+    )
+    c.add_argument("--reason", "-m", required=True, help="why (required; shown to anyone refused)")
+    c.add_argument("--until", metavar="TIME", help="ISO 8601, HH:MM (next occurrence), or +2h / +30m")
+    c.add_argument(
+        "--except",
+        dest="except_",
+        action="append",
+        default=[],
+        metavar="WORKFLOW",
+        help="a workflow that may still start (repeatable)",
+    )
+    cmd(sub, "unfreeze", "lift the freezes set with sluice freeze", "flow.do_unfreeze")
 
     # ---- sluice engine ...
     eng = _actions(sub.add_parser("engine", help="control the background engine"))
@@ -170,13 +207,13 @@ def build_parser() -> Parser:
     cmd(wf, "list", "the project's workflows", "workflow.do_list")
     cmd(wf, "show", "one workflow's definition and state", "workflow.do_show", workflow_name)
     text = "start a run and follow it until it finishes or waits on a hold"
-    cmd(wf, "run", text, "workflow.do_run", workflow_name, inputs, pins, detach)
+    cmd(wf, "run", text, "workflow.do_run", workflow_name, inputs, pins, detach, glass)
     text = "stage a run of a workflow in the queue"
     c = cmd(wf, "queue", text, "workflow.do_stage", workflow_name, inputs, pins)
     c.add_argument("--note", help="why this is staged (shown in the queue)")  # its help says more than `note`
     text = "stage a run that the engine starts at a time"
     cmd(wf, "schedule", text, "workflow.do_stage", workflow_name, at, inputs, note)
-    c = cmd(wf, "release", "let a held job run", "workflow.do_release", held)
+    c = cmd(wf, "release", "let a held job run", "workflow.do_release", held, glass)
     c.add_argument("--comment", "-m", help="recorded with the release")
     c.add_argument("--field", "-f", action="append", metavar="K=V", help="a field the hold asks for")
     c = cmd(wf, "reject", "refuse a held job: it fails the run", "workflow.do_reject", held)
@@ -191,7 +228,7 @@ def build_parser() -> Parser:
     # ---- sluice method ...
     me = _actions(sub.add_parser("method", help="methods of models"))
     cmd(me, "list", "every model's methods", "method.do_list")
-    cmd(me, "run", "run one method now and follow it", "method.do_run", model_method, inputs, detach)
+    cmd(me, "run", "run one method now and follow it", "method.do_run", model_method, inputs, detach, glass)
     cmd(me, "queue", "stage a method run in the queue", "method.do_stage", model_method, inputs, note)
     text = "stage a method run that the engine starts at a time"
     cmd(me, "schedule", text, "method.do_stage", model_method, at, inputs, note)
@@ -205,6 +242,12 @@ def build_parser() -> Parser:
     )
     c.add_argument("--wait", action="store_true", help="follow the started runs until they finish")
     cmd(qu, "purge", "remove the selected items without running anything", "queue.do_purge", items, yes)
+    text = "what executing an item would do now, and whether it could start"
+    cmd(qu, "show", text, "queue.do_show").add_argument("id", type=id_arg, metavar="ITEM_ID")
+    text = "put purged items back in the queue, in their old places"
+    cmd(qu, "restore", text, "queue.do_restore").add_argument(
+        "ids", nargs="+", type=id_arg, metavar="ITEM_ID"
+    )
 
     # ---- sluice agent ...
     ag = _actions(sub.add_parser("agent", help="agents: workers that run jobs"))
@@ -241,6 +284,10 @@ def build_parser() -> Parser:
     c.add_argument("run", type=id_arg)
     c.add_argument("--job", "-j")
     c.add_argument("--follow", "-f", action="store_true", help="keep printing until the run finishes")
+    text = "start a run again: same target, inputs and material revisions"
+    c = cmd(ru, "rerun", text, "run.do_rerun", detach)
+    c.add_argument("run", type=id_arg)
+    c.add_argument("--failed", action="store_true", help="carry over the jobs that succeeded; run the rest")
     c = cmd(ru, "cancel", "cancel a run: SIGTERM to its jobs' processes, SIGKILL after 10s", "run.do_cancel")
     c.add_argument("run", type=id_arg)
     c.add_argument("--wait", action="store_true", help="wait until the run has stopped")

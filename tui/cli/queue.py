@@ -120,19 +120,23 @@ def do_execute(args: argparse.Namespace, out: Out) -> int:
         return 0
     outcomes = queueing.execute(svc, ids)
     started = [o for o in outcomes if o.run_id]
-    if started:
-        ensure_engine(svc)
-    if not out.json:
-        for o in outcomes:
-            i = o.item
-            label = f"#{i['id']} {i['kind']} {i['target']}{_inputs_text(i['inputs'])}"
-            if o.run_id:
+    deferred = [o for o in outcomes if o.deferred]
+    if started or deferred:
+        ensure_engine(svc)  # a deferred item is started by the engine when its window opens
+    for o in outcomes:
+        i = o.item
+        label = f"#{i['id']} {i['kind']} {i['target']}{_inputs_text(i['inputs'])}"
+        if o.run_id:
+            if not out.json:
                 out.line(f"started {label} as run #{o.run_id}")
-            elif o.refused:
+        elif o.deferred:
+            note(f"{label} {o.deferred}")
+        elif o.refused:
+            if not out.json:
                 note(f"{label} stays queued: {o.refused}")
-            else:
-                note(f"{label} was already executed or purged by someone else")
-    code = 0 if started or not any(o.refused for o in outcomes) else 3
+        elif not out.json:
+            note(f"{label} was already executed or purged by someone else")
+    code = 0 if started or deferred or not any(o.refused for o in outcomes) else 3
     runs = []
     if args.wait and started:
         # one loop over the event stream for all of them: each is said as it finishes
@@ -143,8 +147,42 @@ def do_execute(args: argparse.Namespace, out: Out) -> int:
         if any(v["status"] != "succeeded" for v in runs):
             code = 1
     if out.json:
-        out.emit([{**o.item, "refused": o.refused} for o in outcomes])
+        out.emit([{**o.item, "refused": o.refused, "deferred": o.deferred} for o in outcomes])
     return code
+
+
+def do_show(args: argparse.Namespace, out: Out) -> int:
+    from core import preview
+
+    from ..texts import preview_lines
+
+    svc = open_service(args)
+    shown = preview.preview(svc, args.id)
+    if out.json:
+        out.emit(shown)
+        return 0
+    for line in preview_lines(dict(shown)):
+        out.line(line)
+    return 0
+
+
+def do_restore(args: argparse.Namespace, out: Out) -> int:
+    from core import recovery
+
+    svc = open_service(args)
+    restored = recovery.restore(svc, args.ids)
+    if any(r.item["not_before"] for r in restored):
+        ensure_engine(svc)  # a schedule came back: the engine keeps the clock
+    for r in restored:
+        i = r.item
+        if not out.json:
+            due = f", due {short_time(i['not_before'])}" if i["not_before"] else ""
+            out.line(f"restored #{i['id']}: {i['kind']} {i['target']}{_inputs_text(i['inputs'])}{due}")
+        if r.due_passed:
+            note(f"#{i['id']}: its time {r.due_passed} passed while it was purged; execute it by hand")
+    if out.json:
+        out.emit([r.item for r in restored])
+    return 0
 
 
 def render_items(out: Out, items: list[dict[str, Any]]) -> None:

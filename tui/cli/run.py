@@ -1,4 +1,4 @@
-"""`sluice run list | show | logs | cancel`: runs and their output."""
+"""`sluice run list | show | logs | rerun | cancel`: runs and their output."""
 
 from __future__ import annotations
 
@@ -56,6 +56,10 @@ def do_show(args: argparse.Namespace, out: Out) -> int:
     out.line(f"  trigger {view['trigger']} by {view['created_by']} at {short_time(view['created_at'])}")
     if view["parent_run_id"]:
         out.line(f"  parent run #{view['parent_run_id']}")
+    if view["rerun_of"]:
+        out.line(f"  rerun of run #{view['rerun_of']}")
+    if view["break_glass"]:
+        out.line(f"  break glass: {view['break_glass']}")
     if view["inputs"]:
         out.line("  inputs: " + ", ".join(f"{k}={v}" for k, v in view["inputs"].items()))
     for m in view["materials"]:
@@ -76,6 +80,10 @@ def do_show(args: argparse.Namespace, out: Out) -> int:
                         j["reason"] or "",
                         ", ".join(f"{k}={v}" for k, v in j["outputs"].items()),
                         f"released by {j['released_by']}" if j["released_by"] else "",
+                        ("approved by " + ", ".join(a["by"] for a in j["approvals"]))
+                        if j["approvals"]
+                        else "",
+                        f"break glass: {j['break_glass']}" if j["break_glass"] else "",
                     ]
                     if x
                 ),
@@ -120,6 +128,17 @@ def do_logs(args: argparse.Namespace, out: Out) -> int:
         sys.stdout.write("]\n" if first else "\n]\n")
     sys.stdout.flush()
     return 0
+
+
+def do_rerun(args: argparse.Namespace, out: Out) -> int:
+    """A new run of the same target, inputs and material revisions, followed like `workflow run`."""
+    from core import recovery
+
+    from .follow import start_and_follow
+
+    svc = open_service(args)
+    args.input = []  # the inputs are the repeated run's
+    return start_and_follow(args, out, svc, lambda _inputs: recovery.rerun(svc, args.run, failed=args.failed))
 
 
 def do_cancel(args: argparse.Namespace, out: Out) -> int:

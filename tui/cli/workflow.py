@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from .common import ensure_engine, open_service, pins
+from .flow import break_glass
 from .follow import start_and_follow
 from .queue import stage
 from .render import Out, short_time
@@ -53,6 +54,8 @@ def do_show(args: argparse.Namespace, out: Out) -> int:
             f"  timer: {wf.timer.cron} (catch_up: {wf.timer.catch_up}); next fire {short_time(info['next_fire'])}"
         )
     out.line(f"  state: {_wf_state(info)}")
+    if info["window"]:
+        out.line(f"  {info['window']['text']}")
     for name, spec in wf.inputs.items():
         bits = (
             [spec.type]
@@ -82,13 +85,18 @@ def _wf_state(w: dict[str, Any]) -> str:
         return f"paused by {(w['paused_by'] or '').split('@')[0]}: {w['pause_reason']}"
     if w["locked_by_run"]:
         return f"locked by run #{w['locked_by_run']} ({w['lock']})"
+    if w.get("window") and not w["window"]["open"]:
+        return w["window"]["text"]
     return "ready"
 
 
 def do_run(args: argparse.Namespace, out: Out) -> int:
     svc = open_service(args)
     pinned = pins(args)
-    return start_and_follow(args, out, svc, lambda inputs: svc.run_workflow(args.name, inputs, pins=pinned))
+    glass = break_glass(args)
+    return start_and_follow(
+        args, out, svc, lambda inputs: svc.run_workflow(args.name, inputs, pins=pinned, break_glass=glass)
+    )
 
 
 def do_stage(args: argparse.Namespace, out: Out) -> int:
@@ -107,10 +115,22 @@ def do_release(args: argparse.Namespace, out: Out) -> int:
     svc = open_service(args)
     fields = parse_pairs(args.field, "--field")
     view = holds.release(
-        svc, args.job, run_id=args.run, workflow=args.workflow, comment=args.comment, fields=fields
+        svc,
+        args.job,
+        run_id=args.run,
+        workflow=args.workflow,
+        comment=args.comment,
+        fields=fields,
+        break_glass=break_glass(args),
     )
     ensure_engine(svc)
-    _said(out, view, f"released {args.job} in run #{view['id']}")
+    job = next(
+        (j for j in view["jobs"] if j["name"] == args.job or j["name"].split("[")[0] == args.job), None
+    )
+    if job is not None and job["status"] == "held":  # one approval of several: it stays held
+        _said(out, view, f"approved {args.job} in run #{view['id']}: {job['reason']}")
+    else:
+        _said(out, view, f"released {args.job} in run #{view['id']}")
     return 0
 
 

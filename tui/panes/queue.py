@@ -37,7 +37,7 @@ class QueuePane(Pane):
         Binding("space", "mark", "Mark", id="queue.mark"),
         Binding("x", "execute", "Execute", id="queue.execute"),
         Binding("d", "purge", "Purge", id="queue.purge"),
-        Binding("u", "restore", "Undo purge", id="queue.restore"),
+        Binding("u", "restore", "Undo", id="queue.restore"),
         Binding("a", "mark_all", "Mark all", show=False, id="queue.mark_all"),
     ]
     DESTRUCTIVE = {"execute", "purge", "mark", "mark_all", "restore"}

@@ -38,7 +38,7 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
         Binding("r", "release", "Release", id="run.release"),
         Binding("R", "reject", "Reject", id="run.reject"),
         Binding("c", "cancel_run", "Cancel run", id="run.cancel"),
-        Binding("a", "rerun", "Run again", id="run.rerun"),
+        Binding("a", "rerun", "Again", id="run.rerun"),
         Binding("l,enter", "logs", "Logs", id="run.logs"),
         Binding("question_mark", "help", "Help", id="run.help"),
     ]
@@ -71,7 +71,7 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
                 ],
                 id="jobs",
             )
-        yield Footer()
+        yield Footer(show_command_palette=False)  # ctrl+p is in the help: the 80 columns go to the keys
 
     def on_mount(self) -> None:
         self.query_one("#run-view").border_title = f"Run #{self.run_id}"
@@ -249,7 +249,7 @@ class LogScreen(LiveView[LogData], Screen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="log-view", classes="pane"):
             yield Log(id="log", highlight=False, max_lines=50_000, auto_scroll=True)
-        yield Footer()
+        yield Footer(show_command_palette=False)  # ctrl+p is in the help: the 80 columns go to the keys
 
     def on_mount(self) -> None:
         self._title()

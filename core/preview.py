@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from . import gates
+from . import gates, windows
 from .agents.agent import agent_rows, matches
 from .definitions.objects import AgentSpec
 from .errors import NotFound, SluiceError
@@ -18,7 +18,7 @@ from .times import iso
 
 
 class Blocker(TypedDict):
-    kind: str  # executed | purged | missing | paused | locked | material | agents
+    kind: str  # executed | purged | missing | paused | locked | window | freeze | material | agents
     message: str
 
 
@@ -73,6 +73,9 @@ def preview(svc: Service, item_id: int) -> Preview:
         }
     if plan["kind"] == "workflow":
         blockers += _gates(svc, plan)
+    closed = windows.closure(svc.project, svc.db, plan["kind"], plan["name"])
+    if closed is not None:  # outside its window (execute defers it to the opening), or frozen
+        blockers.append({"kind": closed.kind, "message": closed.message})
     materials: list[dict[str, Any]] = []
     try:
         pins = loads(row["pins"], {})

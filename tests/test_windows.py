@@ -44,6 +44,12 @@ def test_a_run_outside_its_window_is_refused_with_the_next_opening(proj: Proj) -
     text = proj.ok("workflow", "show", "db-migration").out
     assert f"window maintenance closed; opens {opens}" in text
 
+    item = proj.ok("workflow", "queue", "db-migration", "--json").json["id"]
+    shown = proj.ok("queue", "show", str(item), "--json").json
+    assert shown["can_start"] is False
+    assert [b["kind"] for b in shown["blockers"]] == ["window"]
+    assert f"opens {opens}" in shown["blockers"][0]["message"]
+
 
 def test_queued_items_wait_for_their_window_and_start_when_it_opens_once(proj: Proj) -> None:
     # a window that opens a few seconds from now, for two seconds, once a minute
@@ -88,6 +94,8 @@ def test_a_freeze_stops_every_new_run_and_names_who_and_why(proj: Proj) -> None:
     r = proj.sluice("workflow", "run", "w")
     assert r.code == 3 and f"w: frozen by {ME}: incident 4711 until lifted" in r.err
     assert proj.sluice("method", "run", "m", "go").code == 3
+    shown = proj.ok("queue", "show", str(item), "--json").json
+    assert [b["kind"] for b in shown["blockers"]] == ["freeze"]
     r = proj.sluice("queue", "execute", str(item))
     assert r.code == 3 and "incident 4711" in r.err
     assert proj.ok("queue", "list", "--json").json[0]["status"] == "queued"  # stays queued

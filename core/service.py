@@ -571,6 +571,56 @@ class Service:
         rows = self.db.all(f"SELECT * FROM events {clause}ORDER BY id DESC LIMIT ?", (*params, limit))
         return [event_view(r) for r in rows]
 
+    def history_window(self, *, text: str | None = None, limit: int = 500) -> tuple[list[EventView], int]:
+        """The newest `limit` events matching `text` (kind, actor, workflow, message, #run), and how
+        many match: the dashboard's History pane."""
+        where, params = "", []
+        if text:
+            like = f"%{text}%"
+            where = (
+                "WHERE (kind LIKE ? OR actor LIKE ? OR workflow LIKE ? OR message LIKE ? "
+                "OR CAST(run_id AS TEXT) = ?)"
+            )
+            params = [like, like, like, like, text.lstrip("#")]
+        total = int(self.db.scalar(f"SELECT COUNT(*) FROM events {where}", params) or 0)
+        rows = self.db.all(f"SELECT * FROM events {where} ORDER BY id DESC LIMIT ?", (*params, limit))
+        return [event_view(r) for r in rows], total
+
+    def overview(self) -> dict[str, Any]:
+        """What the dashboard's header says: the engine up or down, how much waits on people or
+        agents, what failed today, what is paused or frozen."""
+        t = now()
+        lease = self.db.one("SELECT holder, expires_at FROM leases WHERE name = 'scheduler'")
+        counts = {
+            r["status"]: int(r["n"])
+            for r in self.db.all(
+                "SELECT status, COUNT(*) AS n FROM jobs WHERE status IN ('held', 'waiting') GROUP BY status"
+            )
+        }
+        failed = int(
+            self.db.scalar(
+                "SELECT COUNT(*) FROM runs WHERE status = 'failed' AND finished_at > ?", (t - 86400,)
+            )
+            or 0
+        )
+        paused = int(self.db.scalar("SELECT COUNT(*) FROM workflow_states WHERE paused = 1") or 0)
+        up = lease is not None and lease["expires_at"] > t
+        return {
+            "engine": {
+                "up": up,
+                "holder": lease["holder"] if lease else None,
+                "expires_in": (lease["expires_at"] - t) if lease else None,
+            },
+            "held": counts.get("held", 0),
+            "waiting": counts.get("waiting", 0),
+            "failed_today": failed,
+            "paused": paused,
+            "frozen": [
+                windows.describe_freeze(self.project, f)
+                for f in windows.freezes_in_force(self.project, self.db)
+            ],
+        }
+
     def verify_history(self) -> chain.Verdict:
         """Check the chained history from its first event (SPEC 14)."""
         return chain.verify(self.db)

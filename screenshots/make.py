@@ -29,6 +29,8 @@ SHOTS = [
     ("runs", ["2"]),
     ("agents", ["3"]),
     ("workflows", ["4"]),
+    ("history", ["5"]),
+    ("preview", ["enter"]),
     ("confirm-execute", ["space", "space", "x"]),
 ]
 

@@ -586,11 +586,20 @@ def test_tab_switches_panes_and_help_lists_quit_once(proj: Proj) -> None:
         async with app.run_test(size=(80, 24)) as pilot:
             await settle(pilot, app)
             seen = [app.active]
-            for key in ("tab", "tab", "tab", "tab", "shift+tab"):
+            for key in ("tab", "tab", "tab", "tab", "tab", "shift+tab", "shift+tab"):
                 await pilot.press(key)
                 await settle(pilot, app)
                 seen.append(app.active)
-            assert seen == ["queue", "runs", "agents", "workflows", "queue", "workflows"]
+            assert seen == [
+                "queue",
+                "runs",
+                "agents",
+                "workflows",
+                "history",
+                "queue",
+                "history",
+                "workflows",
+            ]
             await pilot.press("question_mark")
             await settle(pilot, app)
             text = "\n".join(str(s.render()) for s in app.screen.query("Static"))

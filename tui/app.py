@@ -51,10 +51,47 @@ POLL_SECONDS = 0.5
 # below and the tables' motion keys (LiveTable), each summarised in one line, listed once.
 GLOBAL_HELP = [
     ("j/k, g/G, home/end", "down, up, first/last row"),
-    ("1-4, tab", "switch panes"),
+    ("1-5, tab", "switch panes"),
     ("ctrl+p", "command palette"),
     ("q", "quit"),
 ]
+
+
+class StatusLine(LiveView[dict[str, Any]], Static):
+    """The line under the tabs: the engine up or down, what waits on people and agents, what
+    failed today, what is paused, and a freeze in force (core's Service.overview)."""
+
+    @property
+    def sluice(self) -> SluiceApp:
+        return self.app  # type: ignore[return-value]
+
+    def fetch(self) -> dict[str, Any]:
+        return self.sluice.svc.overview()
+
+    def show(self, data: dict[str, Any]) -> None:
+        line = Text()
+        engine = data["engine"]
+        if engine["up"]:
+            host = (engine["holder"] or "").split(":")[0]
+            line.append("● engine up", style="bold green")
+            line.append(f" ({host})" if host else "")
+        else:
+            line.append("✗ engine down", style="bold red")
+        for n, what, style in (
+            (data["held"], "held", "bold yellow"),
+            (data["waiting"], "waiting", ""),
+            (data["failed_today"], "failed today", "bold red"),
+            (data["paused"], "paused", "yellow"),
+        ):
+            if n:
+                line.append(" · ")
+                line.append(f"{n} {what}", style=style)
+        for text in data["frozen"]:
+            line.append(" · ")
+            line.append(f"❄ {text}", style="bold reverse")
+        if line != getattr(self, "_line", None):  # unchanged: nothing sent to the terminal
+            self._line = line
+            self.update(line)
 
 
 class SluiceApp(App[None]):
@@ -67,6 +104,7 @@ class SluiceApp(App[None]):
         Binding("2", "show_pane('runs')", "Runs", show=False, id="app.runs"),
         Binding("3", "show_pane('agents')", "Agents", show=False, id="app.agents"),
         Binding("4", "show_pane('workflows')", "Workflows", show=False, id="app.workflows"),
+        Binding("5", "show_pane('history')", "History", show=False, id="app.history"),
         # priority: the screen's own tab (move the focus) would otherwise take the key first
         Binding("tab", "next_pane", "Next pane", show=False, id="app.next", priority=True),
         Binding("shift+tab", "previous_pane", "Previous pane", show=False, id="app.previous", priority=True),
@@ -99,6 +137,7 @@ class SluiceApp(App[None]):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="topbar")
+        yield StatusLine("", id="status-line")
         with ContentSwitcher(initial="queue", id="panes"):
             for _key, pid, cls in PANES:
                 yield cls(id=pid)
@@ -186,7 +225,7 @@ class SluiceApp(App[None]):
         if isinstance(top, LiveView) and top is not self.screen_stack[0]:
             return [top]
         if top is self.screen_stack[0]:
-            return [self.pane(self.active)]
+            return [self.pane(self.active), self.query_one(StatusLine)]
         return []
 
     def refresh_now(self) -> None:

@@ -1,9 +1,10 @@
-"""The dashboard's four panes, one module each, on the shared Pane (base.py)."""
+"""The dashboard's five panes, one module each, on the shared Pane (base.py)."""
 
 from __future__ import annotations
 
 from .agents import AgentsPane
 from .base import WINDOW, Pane, Window
+from .history import HistoryPane
 from .queue import QueuePane
 from .runs import RunsPane
 from .workflows import WorkflowsPane
@@ -14,6 +15,17 @@ PANES: list[tuple[str, str, type[Pane]]] = [
     ("2", "runs", RunsPane),
     ("3", "agents", AgentsPane),
     ("4", "workflows", WorkflowsPane),
+    ("5", "history", HistoryPane),
 ]
 
-__all__ = ["PANES", "WINDOW", "AgentsPane", "Pane", "QueuePane", "RunsPane", "Window", "WorkflowsPane"]
+__all__ = [
+    "PANES",
+    "WINDOW",
+    "AgentsPane",
+    "HistoryPane",
+    "Pane",
+    "QueuePane",
+    "RunsPane",
+    "Window",
+    "WorkflowsPane",
+]

@@ -456,10 +456,58 @@ class Service:
                 f"SELECT run_id, name FROM jobs WHERE run_id IN ({marks}) AND status = 'held'", ids
             ):
                 held.setdefault(j["run_id"], []).append(j["name"])
+            whys = self._whys([r["id"] for r in runs if r["status"] not in FINAL_RUN])
             for r in runs:
                 r["held"] = held.get(r["id"], [])
+                r["why"] = whys.get(r["id"])
                 r["created_at"], r["finished_at"] = iso(r["created_at"]), iso(r["finished_at"])
         return runs, total
+
+    def _whys(self, run_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """What each active run waits for, from its first held or waiting job: a hold (approvers,
+        approvals so far, since when, until when) or the waiting job's reason (an agent, a group,
+        a pause, a freeze)."""
+        if not run_ids:
+            return {}
+        marks = _marks(run_ids)
+        out: dict[int, dict[str, Any]] = {}
+        held: list[dict[str, Any]] = []
+        for j in self.db.all(
+            f"SELECT id, run_id, name, base, status, reason, hold_deadline FROM jobs WHERE run_id IN ({marks}) "
+            "AND status IN ('held', 'waiting') ORDER BY run_id, CASE status WHEN 'held' THEN 0 ELSE 1 END, position, id",
+            run_ids,
+        ):
+            if j["run_id"] in out:
+                continue
+            out[j["run_id"]] = {"kind": j["status"], "job": j["name"], "reason": j["reason"]}
+            if j["status"] == "held":
+                held.append(j)
+        if held:
+            ids = [j["run_id"] for j in held]
+            plans = {
+                r["id"]: loads(r["plan"], {})
+                for r in self.db.all(f"SELECT id, plan FROM runs WHERE id IN ({_marks(ids)})", ids)
+            }
+            since = {
+                e["job_id"]: e["at"]
+                for e in self.db.all(
+                    f"SELECT job_id, MAX(at) AS at FROM events WHERE run_id IN ({_marks(ids)}) AND kind = 'job.held' "
+                    "GROUP BY job_id",
+                    ids,
+                )
+            }
+            approvals = approvals_of(self.db, ids)
+            for j in held:
+                hold = (plans.get(j["run_id"], {}).get("jobs", {}).get(j["base"]) or {}).get("hold") or {}
+                out[j["run_id"]].update(
+                    approvers=list(hold.get("approvers") or []),
+                    needed=int(hold.get("approvals") or 1),
+                    approved_by=[a["by"] for a in approvals.get(j["id"], [])],
+                    four_eyes=bool(hold.get("four_eyes")),
+                    since=iso(since.get(j["id"])),
+                    deadline=iso(j["hold_deadline"]),
+                )
+        return out
 
     def list_agents(self) -> list[dict[str, Any]]:
         """Agents with their state: idle, busy (with what), disabled, lost."""
@@ -1083,6 +1131,7 @@ def job_view(
         "comment": j["comment"],
         "approvals": approvals or [],
         "break_glass": j.get("break_glass"),
+        "fields": {k: mask_text(str(v), secrets) for k, v in loads(j.get("fields"), {}).items()},
     }
 
 

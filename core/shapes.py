@@ -128,6 +128,7 @@ class JobView(TypedDict):
     comment: str | None
     approvals: list[dict[str, Any]]  # holds needing several: {by, at, comment}, in order
     break_glass: str | None  # released past four-eyes or approvals: the reason given
+    fields: dict[str, str]  # what the releaser gave (secrets masked)
 
 
 class RunView(TypedDict):

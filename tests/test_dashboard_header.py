@@ -64,3 +64,34 @@ def test_history_pane_lists_the_events_newest_first_and_filters_them(proj: Proj)
             assert {e["kind"] for e in pane.data.values()} == {"workflow.paused", "workflow.unpaused"}
 
     asyncio.run(go())
+
+
+def test_a_runs_row_says_what_it_waits_for(proj: Proj) -> None:
+    fixed_demo(proj)
+    svc = proj.service()
+    with svc.db.write() as tx:  # a third run, its job waiting for an agent in prod
+        run = svc.db.one("SELECT * FROM runs WHERE id = 1")
+        assert run is not None
+        tx.execute(
+            "INSERT INTO runs (kind, target, status, trigger, created_by, created_at, inputs, plan, cancel_requested) "
+            "VALUES ('workflow', 'release', 'running', 'manual', 'dave@jump-1', ?, '{}', ?, 0)",
+            (run["created_at"] + 500, run["plan"]),
+        )
+        tx.execute(
+            "INSERT INTO jobs (run_id, name, base, position, status, reason, attempt, outputs, claim_token) "
+            "VALUES (3, 'build', 'build', 0, 'waiting', 'no enabled agent in prod', 0, '{}', 0)"
+        )
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot, app)
+            await pilot.press("2")
+            await settle(pilot, app)
+            table = app.pane("runs").table
+            why = {key: str(table.get_row(key)[3]) for key in ("1", "2", "3")}
+            assert why["1"] == ""  # finished: nothing to wait for
+            assert why["2"].startswith("ship held")
+            assert why["3"] == "waiting: no enabled agent in prod"
+
+    asyncio.run(go())

@@ -35,6 +35,7 @@ SHAPE_JOB = {
     "comment",
     "approvals",  # SPEC 13: each approval of a hold that needs several
     "break_glass",
+    "fields",  # SPEC 11: what the releaser gave, secrets masked
 }
 
 

@@ -70,3 +70,39 @@ def rerun_plan(view: dict[str, Any], failed: bool) -> tuple[list[str], list[str]
         bases.setdefault(j["name"].split("[")[0], []).append(j)
     carried = [j["name"] for js in bases.values() if all(x["status"] == "succeeded" for x in js) for j in js]
     return [j["name"] for j in view["jobs"] if j["name"] not in carried], carried
+
+
+def ago(iso_time: str | None, now: float) -> str:
+    """`14m`, `2h05m`, `3d`: how long ago (or, for a time to come, how long until)."""
+    if not iso_time:
+        return ""
+    from datetime import datetime
+
+    secs = abs(now - datetime.fromisoformat(iso_time).timestamp())
+    if secs < 60:  # not to the second: a cell that changed every poll would repaint the table
+        return "<1m"
+    if secs < 3600:
+        return f"{int(secs // 60)}m"
+    if secs < 86400:
+        return f"{int(secs // 3600)}h{int(secs % 3600 // 60):02d}m"
+    return f"{int(secs // 86400)}d"
+
+
+def why_text(why: dict[str, Any] | None, now: float) -> str:
+    """A run's reason, inline: `held 14m · approvers: seniors · 1 of 2`, `waiting: no enabled agent in prod`."""
+    if not why:
+        return ""
+    if why["kind"] != "held":
+        reason = why["reason"] or "waiting"
+        return reason if reason.startswith(("waiting", "frozen", "paused")) else f"waiting: {reason}"
+    bits = [f"{why['job']} held {ago(why.get('since'), now)}".rstrip()]
+    if why.get("approvers"):
+        bits.append("approvers: " + ", ".join(why["approvers"]))
+    if why.get("needed", 1) > 1:
+        done = why.get("approved_by") or []
+        bits.append(f"{len(done)} of {why['needed']}" + (f": {', '.join(done)}" if done else ""))
+    if why.get("four_eyes"):
+        bits.append("four-eyes")
+    if why.get("deadline"):
+        bits.append(f"{ago(why['deadline'], now)} left")
+    return " · ".join(bits)

@@ -79,7 +79,13 @@ def do_show(args: argparse.Namespace, out: Out) -> int:
                     for x in [
                         j["reason"] or "",
                         ", ".join(f"{k}={v}" for k, v in j["outputs"].items()),
-                        f"released by {j['released_by']}" if j["released_by"] else "",
+                        (
+                            f"released by {j['released_by']}"
+                            + (f": {j['comment']}" if j["comment"] else "")
+                            + "".join(f" {k}={v}" for k, v in j["fields"].items())
+                        )
+                        if j["released_by"]
+                        else "",
                         ("approved by " + ", ".join(a["by"] for a in j["approvals"]))
                         if j["approvals"]
                         else "",

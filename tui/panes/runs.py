@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.text import Text
@@ -12,6 +13,7 @@ from core.identity import actor_user
 
 from ..screens.base import styled_status
 from ..screens.run import LogScreen, RunScreen, short
+from ..texts import why_text
 from ..widgets.live_table import LiveTable
 from .base import WINDOW, Pane, Window
 
@@ -22,7 +24,7 @@ class RunsPane(Pane):
         ("id", "Run"),
         ("status", "Status"),
         ("target", "Target"),
-        ("held", "Held"),
+        ("why", "Why"),
         ("trigger", "Trigger"),
         ("by", "By"),
         ("created", "Created"),
@@ -51,8 +53,10 @@ class RunsPane(Pane):
         runs = data.rows
         self.data = {str(r["id"]): r for r in runs}
         rows = []
+        t = time.time()
         for r in runs:
-            held = Text(", ".join(r["held"]), style="bold yellow") if r["held"] else ""
+            text = why_text(r.get("why"), t)
+            held = Text(text, style="bold yellow") if r["held"] else text
             rows.append(
                 (
                     str(r["id"]),

@@ -115,6 +115,8 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
                 by = "approved by " + ", ".join(a["by"] for a in j["approvals"])
             if j["comment"]:
                 by += f" “{j['comment']}”"
+            if j.get("fields"):
+                by += " " + " ".join(f"{k}={v}" for k, v in j["fields"].items())
             if j.get("break_glass"):
                 by += f" ⚠ break glass: {j['break_glass']}"
             base = j["name"].split("[")[0]

@@ -17,7 +17,7 @@ from .plan import method_plan, secret_names, spec_from, workflow_plan
 from .shapes import EventView, JobView, Plan, RunView
 from .statuses import FINAL_JOB, FINAL_RUN
 from .store.db import Database, Tx, dumps, loads, now, resolve_url
-from .times import iso, next_fire
+from .times import agent_timeout, iso, next_fire
 
 
 def record_event(
@@ -510,15 +510,20 @@ class Service:
         return out
 
     def list_agents(self) -> list[dict[str, Any]]:
-        """Agents with their state: idle, busy (with what), disabled, lost."""
+        """Agents with their state: idle, busy (with what), disabled, lost, offline (not heard from
+        for longer than the agent timeout, and not marked lost: its engine is down)."""
         rows = self.db.all("SELECT * FROM agents ORDER BY name")
         busy: dict[str, list[str]] = {}
         for j in self.db.all("SELECT j.agent, j.name, j.run_id FROM jobs j WHERE j.status = 'running'"):
             busy.setdefault(j["agent"], []).append(f"#{j['run_id']} {j['name']}")
         out = []
+        silent = now() - agent_timeout()
         for a in rows:
             jobs = busy.get(a["name"], [])
             state = "lost" if a["lost"] else "disabled" if not a["enabled"] else "busy" if jobs else "idle"
+            if state in ("idle", "busy") and (a["heartbeat_at"] or 0) < silent:
+                # nobody has marked it lost (its engine is down too), but it has not been heard from
+                state = "offline"
             out.append(
                 {
                     "name": a["name"],

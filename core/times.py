@@ -6,6 +6,7 @@ all format times without importing each other.
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime, tzinfo
 from zoneinfo import ZoneInfo
@@ -32,3 +33,8 @@ def next_fire(cron: str, tz: str | None, after: float | None = None) -> float | 
         return float(croniter(cron, start).get_next(datetime).timestamp())
     except CroniterBadDateError:
         return None
+
+
+def agent_timeout() -> float:
+    """A heartbeat older than this marks an agent lost (and an agent cut off this long stops its jobs)."""
+    return float(os.environ.get("SLUICE_AGENT_TIMEOUT", "15"))

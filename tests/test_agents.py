@@ -259,3 +259,19 @@ def test_agent_cut_off_from_the_store_stops_its_jobs(proj: Proj, agents) -> None
     finally:
         p.kill()
         p.wait(timeout=10)
+
+
+def test_the_agents_of_a_stopped_engine_read_offline_not_idle(proj: Proj) -> None:
+    proj.write("workflows/w.yaml", "name: w\njobs:\n  a: {steps: [{run: 'true'}]}\n")
+    proj.ok("workflow", "run", "w")
+    assert {a["name"]: a["state"] for a in proj.ok("agent", "list", "--json").json}["local"] == "idle"
+    proj.ok("engine", "stop")
+    quick = {"SLUICE_AGENT_TIMEOUT": "1"}  # no heartbeat for a second is "not heard from"
+    proj.wait_for(
+        lambda: (
+            {a["name"]: a["state"] for a in proj.ok("agent", "list", "--json", env=quick).json}["local"]
+            == "offline"
+        ),
+        what="local offline",
+    )
+    assert "◌ offline" in proj.ok("agent", "list", env=quick).out

@@ -60,6 +60,7 @@ def test_execute_marked_items_with_confirmation(proj: Proj) -> None:
                     "#1 stays queued: workflow teardown-dns is paused" in t for t in toasts(app)
                 ),
             )
+            await settle(pilot, app, until=lambda: any("started #2 as run #3" in t for t in toasts(app)))
 
     run(go())
     assert items(proj) == {1: "queued", 2: "executed", 3: "queued", 4: "queued"}
@@ -263,11 +264,11 @@ def test_start_a_run_with_the_inputs_form(proj: Proj) -> None:
 
     async def go() -> None:
         app = app_for(proj)
-        async with app.run_test(size=(80, 24)) as pilot:
+        async with app.run_test(size=(80, 24), notifications=True) as pilot:
             await pilot.press("4")
             await settle(pilot, app)
             await pilot.press("s", *"v9", "enter")
-            await settle(pilot, app)
+            await settle(pilot, app, until=lambda: any("started run #1 of release" in t for t in toasts(app)))
 
     run(go())
     run_row = proj.service().db.one("SELECT * FROM runs")

@@ -95,3 +95,19 @@ def test_a_runs_row_says_what_it_waits_for(proj: Proj) -> None:
             assert why["3"] == "waiting: no enabled agent in prod"
 
     asyncio.run(go())
+
+
+def test_a_workflow_file_added_while_the_dashboard_is_open_appears(proj: Proj) -> None:
+    fixed_demo(proj)
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            await pilot.press("4")
+            await settle(pilot, app)
+            assert "hotfix" not in app.pane("workflows").data
+            proj.write("workflows/hotfix.yaml", "name: hotfix\njobs:\n  a: {steps: [{run: 'true'}]}\n")
+            await settle(pilot, app, until=lambda: "hotfix" in app.pane("workflows").data)
+
+    asyncio.run(go())

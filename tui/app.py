@@ -230,6 +230,7 @@ class SluiceApp(App[None]):
 
     def refresh_now(self) -> None:
         """Fetch and show synchronously (tests and the first paint)."""
+        self.svc.reload_if_changed()
         for target in self.targets():
             target.show(target.fetch())
 
@@ -237,6 +238,7 @@ class SluiceApp(App[None]):
     def _poller(self) -> None:
         while not self._stop.is_set():
             try:
+                self.svc.reload_if_changed()  # a workflow file added or edited meanwhile shows up
                 targets = self.call_from_thread(self.targets)
                 for target in targets:
                     data = target.fetch()

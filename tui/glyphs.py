@@ -19,6 +19,7 @@ GLYPHS = {
     "busy": "»",
     "disabled": "⊘",
     "lost": "✗",
+    "offline": "◌",
 }
 # classes for the dashboard's CSS; the CLI maps them to ANSI colours
 TONE = {
@@ -36,6 +37,7 @@ TONE = {
     "cancelled": "dim",
     "skipped": "dim",
     "disabled": "dim",
+    "offline": "dim",
     "purged": "dim",
     "pending": "dim",
 }

@@ -20,6 +20,7 @@ from .. import identity
 from ..errors import Refused
 from ..service import record_event, record_events
 from ..store.db import Database, IntegrityError, StoreError, StoreUnavailable, Tx, dumps, loads, now
+from ..times import agent_timeout
 from .runner import LOG_LIMIT, JobRunner, WorkerPool
 
 # Claims: the waiting jobs this agent may take, matched in SQL (environment fencing, pinned
@@ -47,11 +48,6 @@ _CANDIDATES = (
 # PostgreSQL: the candidates are locked as they are read, and rows another agent is claiming
 # are passed over, so agents claiming at the same moment take different jobs
 _LOCK = {"sqlite": "", "postgresql": " FOR UPDATE OF j SKIP LOCKED"}
-
-
-def agent_timeout() -> float:
-    """A heartbeat older than this marks an agent lost (and an agent cut off this long stops its jobs)."""
-    return float(os.environ.get("SLUICE_AGENT_TIMEOUT", "15"))
 
 
 def matches(agent: Mapping[str, Any], plan: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:

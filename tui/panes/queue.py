@@ -163,18 +163,26 @@ class QueuePane(Pane):
                 return
             self.marked -= set(ids)
             if verb == "execute":
-                self.sluice.act(
-                    lambda: self._report(queueing.execute(svc, ids)), f"executed {len(ids)} item(s)"
-                )
+                self.sluice.act(lambda: self._report(queueing.execute(svc, ids)), _started)
             else:
                 self.sluice.act(lambda: queueing.purge(svc, ids), f"purged {len(ids)} item(s)")
 
         self.app.push_screen(ConfirmScreen(title, lines, verb.title()), done)
 
-    def _report(self, outcomes: list[Outcome]) -> None:
+    def _report(self, outcomes: list[Outcome]) -> list[Outcome]:
         """In the action worker: say which items stay queued; nothing started at all is a failure."""
         refused = [o for o in outcomes if o.refused]
         for o in refused:
             self.sluice.post_message(ItemRefused(o.item["id"], o.refused))
-        if refused and not any(o.run_id for o in outcomes):
+        if refused and not any(o.run_id or o.deferred for o in outcomes):
             raise SluiceError("nothing could start")
+        return outcomes
+
+
+def _started(outcomes: list[Outcome]) -> str:
+    """The toast after executing: the runs it started (by number), and what waits for its window."""
+    runs = [f"#{o.item['id']} as run #{o.run_id}" for o in outcomes if o.run_id]
+    waits = [f"#{o.item['id']} {o.deferred}" for o in outcomes if o.deferred]
+    return (
+        "; ".join([("started " + ", ".join(runs)) if runs else "", *waits]).strip("; ") or "nothing started"
+    )

@@ -96,7 +96,10 @@ class WorkflowsPane(Pane):
             if values is None:
                 return
             given = {k: v for k, v in values.items() if v != ""}
-            self.sluice.act(lambda: svc.run_workflow(workflow, given), f"started a run of {workflow}")
+            self.sluice.act(
+                lambda: svc.run_workflow(workflow, given),
+                lambda run_id: f"started run #{run_id} of {workflow}",
+            )
 
         self.app.push_screen(
             FormScreen(f"Start a run of {workflow}", fields, "Start", starts_work=True), done

@@ -307,6 +307,7 @@ def window(svc: Service, *, text: str | None = None, limit: int = 500) -> tuple[
         where += (
             " AND (target LIKE ? OR kind LIKE ? OR note LIKE ? OR queued_by LIKE ? OR CAST(id AS TEXT) = ?)"
         )
+        # not the inputs: a filter that matched a secret value would tell what it is
         params = [like, like, like, like, text.lstrip("#")]
     total = int(svc.db.scalar(f"SELECT COUNT(*) FROM queue_items WHERE {where}", params) or 0)
     rows = svc.db.all(f"SELECT * FROM queue_items WHERE {where} ORDER BY id LIMIT ?", (*params, limit))

@@ -311,6 +311,8 @@ def test_filter_is_done_in_the_store(proj: Proj) -> None:
             await pilot.press("slash", "escape")
             await settle(pilot, app)
             assert len(queue.data) == 4
+            await pilot.press("slash", *"relea")  # as it is typed, no enter
+            await settle(pilot, app, until=lambda: sorted(queue.data) == ["4"])
 
     run(go())
 

@@ -54,3 +54,36 @@ def test_j_k_g_G_home_end_move_the_cursor_by_rows(proj: Proj) -> None:
             assert "first/last row" in dict(app.screen.keys)["j/k, g/G, home/end"]
 
     asyncio.run(go())
+
+
+def test_the_log_view_searches_and_scrolling_back_stops_following(proj: Proj) -> None:
+    fixed_demo(proj)
+    svc = proj.service()
+    with svc.db.write() as tx:  # a long log: 300 lines, one of them the needle
+        lines = "".join(f"line {i}\n" if i != 120 else "ERROR disk full\n" for i in range(300))
+        tx.insert(
+            "log_chunks", {"job_id": 1, "run_id": 1, "seq": 3, "stream": "out", "data": lines, "at": 0.0}
+        )
+
+    async def go() -> None:
+        from tui.screens.run import LogScreen
+
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            app.push_screen(LogScreen(1, "build"))
+            await settle(pilot, app, until=lambda: isinstance(app.screen, LogScreen) and app.screen.after > 0)
+            screen = app.screen
+            assert screen.follow
+            await pilot.press("pageup")
+            assert not screen.follow  # new output no longer snaps the view to the end
+            await pilot.press("end")
+            assert screen.follow
+            await pilot.press("slash", *"ERROR", "enter")
+            await settle(pilot, app)
+            assert screen.found == 122 and not screen.follow  # two lines of steps come first
+            assert "/ERROR: line 123" in str(screen.query_one("#log-view").border_title)
+            await pilot.press("slash", "escape")  # escape leaves the search box, not the log view
+            assert isinstance(app.screen, LogScreen)
+
+    asyncio.run(go())

@@ -61,7 +61,9 @@ class Pane(ReadOnlyAware, LiveView[Window[Any]], Vertical):
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="filter (enter applies, escape clears)", classes="filter")
+        yield Input(
+            placeholder="filter as you type (enter: back to the list, escape: clear)", classes="filter"
+        )
         yield LiveTable(self.columns, id=f"{self.id}-table")
 
     @property
@@ -75,6 +77,12 @@ class Pane(ReadOnlyAware, LiveView[Window[Any]], Vertical):
         box = self.query_one(Input)
         box.add_class("shown")
         box.focus()
+
+    @on(Input.Changed, ".filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        """The filter applies as it is typed (in the store: a window of 500 of 100,000 runs)."""
+        self.filter_text = event.value.strip()
+        self.sluice.kick()
 
     @on(Input.Submitted, ".filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:

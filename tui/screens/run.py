@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Log, Static
+from textual.widgets import Footer, Input, Log, Static
 
 from core import recovery
 from core.identity import actor_user
@@ -229,7 +230,14 @@ class LogScreen(LiveView[LogData], Screen[None]):
     BINDINGS = [  # the footer's and the help's (key_table)
         Binding("escape,backspace,q", "back", "Back", id="log.back"),
         Binding("f", "toggle_follow", "Follow on/off", id="log.follow"),
+        Binding("slash", "search", "Search", id="log.search"),
+        Binding("n", "next_match", "Next match", id="log.next"),
         Binding("question_mark", "help", "Help", id="log.help"),
+        # scrolling back stops following (new output would snap the view to the end); End resumes
+        Binding("pageup", "scroll_back('page')", "Page up", show=False, priority=True, id="log.pageup"),
+        Binding("up", "scroll_back('line')", "Line up", show=False, priority=True, id="log.up"),
+        Binding("home", "scroll_back('top')", "Top", show=False, priority=True, id="log.top"),
+        Binding("end", "to_end", "End: follow again", show=False, priority=True, id="log.end"),
     ]
 
     def __init__(self, run_id: int, job: str | None):
@@ -239,6 +247,8 @@ class LogScreen(LiveView[LogData], Screen[None]):
         self.after = 0
         self.follow = True
         self.partial = False
+        self.needle = ""
+        self.found: int | None = None  # the line of the last match
 
     @classmethod
     def key_table(cls) -> list[Binding]:
@@ -251,6 +261,7 @@ class LogScreen(LiveView[LogData], Screen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="log-view", classes="pane"):
             yield Log(id="log", highlight=False, max_lines=50_000, auto_scroll=True)
+            yield Input(placeholder="search (enter finds, escape cancels)", classes="filter", id="log-search")
         yield Footer(show_command_palette=False)  # ctrl+p is in the help: the 80 columns go to the keys
 
     def on_mount(self) -> None:
@@ -260,8 +271,9 @@ class LogScreen(LiveView[LogData], Screen[None]):
 
     def _title(self) -> None:
         what = f"job {self.job}" if self.job else "all jobs"
-        self.query_one("#log-view").border_title = f"Logs · run #{self.run_id} · {what}" + (
-            " · following" if self.follow else " · paused"
+        found = f" · /{self.needle}: line {self.found + 1}" if self.needle and self.found is not None else ""
+        self.query_one("#log-view").border_title = (
+            f"Logs · run #{self.run_id} · {what}" + (" · following" if self.follow else " · paused") + found
         )
 
     def fetch(self) -> LogData:
@@ -289,8 +301,69 @@ class LogScreen(LiveView[LogData], Screen[None]):
         self.dismiss()
 
     def action_toggle_follow(self) -> None:
-        self.follow = not self.follow
-        self.query_one(Log).auto_scroll = self.follow
+        self._following(not self.follow)
+
+    def _following(self, on: bool) -> None:
+        self.follow = on
+        log = self.query_one(Log)
+        log.auto_scroll = on
+        if on:
+            log.scroll_end(animate=False)
+        self._title()
+
+    def action_scroll_back(self, how: str) -> None:
+        if self.focused is not None and self.focused.id == "log-search":
+            return  # typing a search: the keys are the field's
+        if self.follow:
+            self._following(False)
+        log = self.query_one(Log)
+        {"page": log.scroll_page_up, "line": log.scroll_up, "top": log.scroll_home}[how](animate=False)
+
+    def action_to_end(self) -> None:
+        if self.focused is not None and self.focused.id == "log-search":
+            return
+        self._following(True)
+
+    def action_search(self) -> None:
+        box = self.query_one("#log-search", Input)
+        box.add_class("shown")
+        box.focus()
+
+    @on(Input.Submitted, "#log-search")
+    def _search_submitted(self, event: Input.Submitted) -> None:
+        event.input.remove_class("shown")
+        self.query_one(Log).focus()
+        self.needle = event.value
+        self.found = None
+        if self.needle:
+            self._find(int(self.query_one(Log).scroll_y))
+
+    def on_key(self, event: Any) -> None:
+        if event.key == "escape" and self.focused is not None and self.focused.id == "log-search":
+            event.stop()
+            self.focused.remove_class("shown")
+            self.query_one(Log).focus()
+
+    def action_next_match(self) -> None:
+        if not self.needle:
+            self.notify("search first with /", severity="warning")
+            return
+        self._find((self.found if self.found is not None else int(self.query_one(Log).scroll_y) - 1) + 1)
+
+    def _find(self, start: int) -> None:
+        """The first line from `start` on (then from the top) that has the needle: shown at the top."""
+        log = self.query_one(Log)
+        lines = log.lines
+        order = list(range(start, len(lines))) + list(range(0, min(start, len(lines))))
+        hit = next((i for i in order if self.needle in lines[i]), None)
+        if hit is None:
+            self.notify(f"'{self.needle}' is not in the log", severity="warning")
+            return
+        self.found = hit
+        if self.follow:
+            self.follow = False
+            log.auto_scroll = False
+        log.scroll_to(y=hit, animate=False)
         self._title()
 
     def action_help(self) -> None:

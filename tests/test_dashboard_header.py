@@ -111,3 +111,35 @@ def test_a_workflow_file_added_while_the_dashboard_is_open_appears(proj: Proj) -
             await settle(pilot, app, until=lambda: "hotfix" in app.pane("workflows").data)
 
     asyncio.run(go())
+
+
+def first_command(app) -> str:
+    """The palette's best match on screen ("" while it has none)."""
+    lists = app.screen.query("CommandList")
+    if not lists or not lists.first().option_count:
+        return ""
+    return str(lists.first().get_option_at_index(0).prompt)
+
+
+def test_the_command_palette_reaches_actions_by_name(proj: Proj) -> None:
+    fixed_demo(proj)
+
+    async def go() -> None:
+        from tui.screens.modals import FormScreen
+        from tui.screens.run import RunScreen
+
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            await pilot.press("colon", *"run 1")  # `:` opens it, as in vim and k9s
+            await settle(pilot, app, until=lambda: "Open run #1" in first_command(app))
+            await pilot.press("enter")
+            await settle(pilot, app, until=lambda: isinstance(app.screen, RunScreen))
+            assert app.screen.run_id == 1
+            await pilot.press("escape", "colon", *"release ship 2")
+            await settle(pilot, app, until=lambda: "Release ship 2" in first_command(app))
+            await pilot.press("enter")  # the same release form as r, with its checks
+            await settle(pilot, app, until=lambda: isinstance(app.screen, FormScreen))
+            assert "ship" in app.screen.title_text
+
+    asyncio.run(go())

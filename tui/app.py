@@ -52,7 +52,7 @@ POLL_SECONDS = 0.5
 GLOBAL_HELP = [
     ("j/k, g/G, home/end", "down, up, first/last row"),
     ("1-5, tab", "switch panes"),
-    ("ctrl+p", "command palette"),
+    (": or ctrl+p", "every action by name"),
     ("q", "quit"),
 ]
 
@@ -100,6 +100,7 @@ class SluiceApp(App[None]):
     COMMANDS = App.COMMANDS | {SluiceCommands}
     BINDINGS = [
         Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("colon", "command_palette", "Commands", show=False, id="app.commands"),
         Binding("1", "show_pane('queue')", "Queue", show=False, id="app.queue"),
         Binding("2", "show_pane('runs')", "Runs", show=False, id="app.runs"),
         Binding("3", "show_pane('agents')", "Agents", show=False, id="app.agents"),

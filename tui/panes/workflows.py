@@ -107,8 +107,11 @@ class WorkflowsPane(Pane):
 
     def action_pause(self) -> None:
         name = self._workflow()
-        if not name:
-            return
+        if name:
+            self.pause(name)
+
+    def pause(self, name: str) -> None:
+        """Ask for the reason, then pause NAME (also from the command palette)."""
 
         def done(values: dict[str, str] | None) -> None:
             if values:
@@ -126,7 +129,14 @@ class WorkflowsPane(Pane):
     def action_unpause(self) -> None:
         name = self._workflow()
         if name:
-            self.sluice.act(lambda: flow.unpause(self.sluice.svc, name), f"unpaused {name}")
+            self.unpause(name)
+
+    def unpause(self, name: str) -> None:
+        self.sluice.act(lambda: flow.unpause(self.sluice.svc, name), f"unpaused {name}")
+
+    def start(self, name: str) -> None:
+        """The start form of NAME (also from the command palette)."""
+        self._start(name)
 
     def action_unlock(self) -> None:
         name = self._workflow()

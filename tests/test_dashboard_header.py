@@ -143,3 +143,29 @@ def test_the_command_palette_reaches_actions_by_name(proj: Proj) -> None:
             assert "ship" in app.screen.title_text
 
     asyncio.run(go())
+
+
+def test_workflows_pane_says_when_a_closed_window_opens(proj: Proj) -> None:
+    fixed_demo(proj)
+    proj.write(
+        "sluice.yaml",
+        proj.root.joinpath("sluice.yaml").read_text()
+        + "windows:\n  maintenance: {cron: '0 2 1 1 *', duration: 1h}\n",
+    )
+    text = proj.root.joinpath("workflows/release.yaml").read_text()
+    proj.write(
+        "workflows/release.yaml", text.replace("lock: until_complete\n", "lock: none\nwindow: maintenance\n")
+    )
+    with proj.service().db.write() as tx:
+        tx.execute("UPDATE runs SET status = 'cancelled' WHERE id = 2")
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot, app)
+            await pilot.press("4")
+            await settle(pilot, app)
+            state = str(app.pane("workflows").table.get_row("release")[1])
+            assert state.startswith("◷ maintenance: opens ") and "01-01 02:00" in state
+
+    asyncio.run(go())

@@ -236,3 +236,63 @@ def test_no_run_starts_after_a_freeze_committed(proj: Proj) -> None:
     later = [t[n + 1 :] for t, n in zip(tries(), seen, strict=True)]  # tries that began after it
     assert all(code == "3" for t in later for code in t), later
     assert svc.db.scalar("SELECT COUNT(*) FROM runs") == runs_then
+
+
+def test_a_timer_fire_outside_the_window_is_skipped_with_the_reason(proj: Proj) -> None:
+    settings(proj)
+    proj.write("workflows/tick.yaml", "name: tick\nwindow: maintenance\ntimer: '* * * * * *'\n" + JOB)
+    proj.ok("engine", "start")
+    svc = proj.service()
+    row = proj.wait_for(
+        lambda: svc.db.one("SELECT * FROM timer_fires WHERE status = 'skipped' LIMIT 1"),
+        what="a skipped fire",
+    )
+    assert "tick runs only in window maintenance; it opens" in row["reason"]  # type: ignore[index]
+    assert svc.db.scalar("SELECT COUNT(*) FROM runs") == 0
+
+
+def test_a_freeze_until_a_time_ends_by_itself(proj: Proj) -> None:
+    settings(proj)
+    proj.write("workflows/w.yaml", "name: w\n" + JOB)
+    made = proj.ok("freeze", "--reason", "short one", "--until", "+3s", "--json").json
+    assert made["until"] is not None
+    assert proj.sluice("workflow", "run", "w").code == 3
+    proj.wait_for(lambda: proj.sluice("workflow", "run", "w").code == 0, what="the freeze to end")
+    assert proj.sluice("freeze", "--reason", "x", "--until", "+400d").code == 2  # at most a year
+    assert proj.sluice("freeze", "--reason", "x", "--except", "nope").code == 4
+
+
+def test_a_window_opening_while_people_execute_starts_each_item_once(proj: Proj) -> None:
+    """Deferred items fall due at the opening while two terminals execute them too."""
+    import subprocess
+    import sys
+
+    at = int(time.time()) + 8
+    second, minute = at % 60, (at // 60) % 60
+    settings(proj)
+    proj.write(
+        "sluice.yaml",
+        proj.root.joinpath("sluice.yaml").read_text()
+        + f"  soon: {{cron: '{minute} * * * * {second}', duration: 30s}}\n",
+    )
+    proj.write("workflows/w.yaml", "name: w\nwindow: soon\ninputs: {n: {}}\n" + JOB)
+    for n in range(6):
+        proj.ok("workflow", "queue", "w", "-i", f"n={n}")
+    proj.ok("queue", "execute", "--all", "--yes")  # all deferred to the opening
+    assert time.time() < at
+    svc = proj.service()
+    loop = (
+        f"while [ $(date +%s) -lt {at + 4} ]; do "
+        f"{sys.executable} -m tui.cli queue execute --all --yes >/dev/null 2>&1; done"
+    )
+    racers = [subprocess.Popen(["sh", "-c", loop], cwd=proj.root, env=proj.env()) for _ in range(2)]
+    for p in racers:
+        p.wait(120)
+    proj.wait_for(
+        lambda: svc.db.scalar("SELECT COUNT(*) FROM queue_items WHERE status = 'queued'") == 0,
+        what="every item executed",
+    )
+    rows = svc.db.all("SELECT queue_item_id FROM runs")
+    assert sorted(r["queue_item_id"] for r in rows) == sorted(
+        r["id"] for r in svc.db.all("SELECT id FROM queue_items")
+    )  # one run per item, none twice

@@ -52,6 +52,11 @@ class WorkflowsPane(Pane):
                 )
             elif w["locked_by_run"]:
                 state = Text(f"⊘ locked by #{w['locked_by_run']}", style="yellow")
+            elif w.get("window") and not w["window"]["open"]:
+                window = w["window"]
+                state = Text(f"◷ {window['name']}: opens {short(window['next_open'])}", style="yellow")
+            elif w.get("window"):
+                state = Text(f"○ ready, {w['window']['name']} open until {short(w['window']['closes_at'])}")
             else:
                 state = Text("○ ready")
             last = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import identity, windows
+from . import gates, identity, windows
 from .definitions import InputError, masked, validate_inputs
 from .definitions.objects import InputSpec
 from .errors import Invalid, NotFound, Refused
@@ -92,21 +92,30 @@ def _refusal(
 
 def requested(svc: Service, run_id: int) -> dict[str, str]:
     """Who requested a run, and how: its creator, and for a run from the queue whoever queued the
-    item and whoever executed it (four-eyes keeps all of them from approving it)."""
-    run = svc.db.one("SELECT created_by, queue_item_id FROM runs WHERE id = ?", (run_id,))
-    if run is None:
-        return {}
+    item and whoever executed it; for a run started by another's trigger job, that run's
+    requesters too (four-eyes keeps all of them from approving it)."""
     out: dict[str, str] = {}
-    if run["queue_item_id"] is not None:
-        item = svc.db.one(
-            "SELECT queued_by, closed_by FROM queue_items WHERE id = ?", (run["queue_item_id"],)
-        )
-        if item is not None:
-            if item["closed_by"]:
-                out[identity.actor_user(item["closed_by"])] = "executed the queue item of"
-            out[identity.actor_user(item["queued_by"])] = "queued"
-    if run["created_by"] != "sluice":
-        out.setdefault(identity.actor_user(run["created_by"]), "started")
+    seen: set[int] = set()
+    how = ""
+    current: int | None = run_id
+    while current is not None and current not in seen:
+        seen.add(current)
+        run = svc.db.one("SELECT created_by, queue_item_id, parent_run_id FROM runs WHERE id = ?", (current,))
+        if run is None:
+            break
+        if run["queue_item_id"] is not None:
+            item = svc.db.one(
+                "SELECT queued_by, closed_by FROM queue_items WHERE id = ?", (run["queue_item_id"],)
+            )
+            if item is not None:
+                if item["closed_by"]:
+                    out.setdefault(identity.actor_user(item["closed_by"]), f"executed the queue item of{how}")
+                out.setdefault(identity.actor_user(item["queued_by"]), f"queued{how}")
+        if run["created_by"] != "sluice":
+            out.setdefault(identity.actor_user(run["created_by"]), f"started{how}")
+        if run["parent_run_id"] is not None and not how:
+            how = f" run #{run['parent_run_id']}, which started"
+        current = run["parent_run_id"]
     return out
 
 
@@ -274,14 +283,19 @@ def release(
                 prompt = hold.get("prompt") or "waiting for release"
                 tx.execute("UPDATE jobs SET reason = ? WHERE id = ?", (f"{prompt} ({tally})", row["id"]))
         if released:
-            frozen = next(
-                (
-                    f
-                    for f in windows.freezes_in_force(svc.project, tx, t)
-                    if f.covers("workflow", row["workflow"])
-                ),
-                None,
-            )
+            # the run order's lock, shared: a freeze being set commits first, and is seen here
+            tx.lock(gates.RUN_ORDER, shared=True)
+            glassed = tx.one("SELECT break_glass FROM runs WHERE id = ?", (row["run_id"],))
+            frozen = None
+            if not (glassed and glassed["break_glass"]):  # a run started with break glass goes on
+                frozen = next(
+                    (
+                        f
+                        for f in windows.freezes_in_force(svc.project, tx, t)
+                        if f.covers("workflow", row["workflow"])
+                    ),
+                    None,
+                )
             gate, why = (
                 ("freeze", windows.describe_freeze(svc.project, frozen))
                 if frozen

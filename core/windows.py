@@ -176,15 +176,21 @@ MAX_FREEZE_S = 366 * 86400  # sluice freeze --until: at most a year ahead
 # ---------------------------------------------------------------- in-flight runs while frozen
 
 
-def regate(tx: Tx, freezes: list[Freeze], project: Project) -> int:
+def regate(tx: Tx, freezes: list[Freeze], project: Project, *, lift: bool = True) -> int:
     """Ready jobs of runs in flight wait while a freeze covers their run (gate `freeze`) and go on
     when none does: their gate is recomputed from the freezes in force, in one transaction, so no
-    agent claims one in between. Returns how many jobs changed."""
+    agent claims one in between. `lift=False` only gates (the engine's look at each tick while
+    frozen: jobs that became ready or were retried since). A run started with break glass is
+    never held back. Returns how many jobs changed."""
     from .statuses import ACTIVE_RUN, sql_list
 
-    changed = tx.execute(
-        "UPDATE jobs SET gate = NULL, reason = 'waiting for an agent' WHERE status = 'waiting' AND gate = 'freeze'"
-    )
+    changed = 0
+    if lift:
+        # back to pending: the engine takes each through its way again (agents, a trigger's child
+        # run, a fan-out), as when it first became ready; it looks at every active run on a change
+        changed = tx.execute(
+            "UPDATE jobs SET status = 'pending', gate = NULL, reason = NULL WHERE status = 'waiting' AND gate = 'freeze'"
+        )
     for f in freezes:
         keep = list(f.except_)
         spared = (
@@ -192,7 +198,7 @@ def regate(tx: Tx, freezes: list[Freeze], project: Project) -> int:
         )
         changed += tx.execute(
             "UPDATE jobs SET gate = 'freeze', reason = ? WHERE status = 'waiting' AND gate IS NULL AND run_id IN "
-            f"(SELECT r.id FROM runs r WHERE r.status IN ({sql_list(ACTIVE_RUN)}){spared})",
+            f"(SELECT r.id FROM runs r WHERE r.status IN ({sql_list(ACTIVE_RUN)}) AND r.break_glass IS NULL{spared})",
             (describe_freeze(project, f), *keep),
         )
     return changed

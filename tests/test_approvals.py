@@ -133,3 +133,24 @@ def test_break_glass_passes_four_eyes_and_approvals_but_not_the_approvers(proj: 
     proj.ok("workflow", "run", "swap", env=as_("bob"))
     r = proj.sluice("workflow", "release", "go", "--break-glass", "--reason", "x", env=as_("alice"))
     assert r.code == 3 and "alice may not release go" in r.err
+
+
+def test_four_eyes_follows_a_run_started_by_a_trigger_back_to_who_asked(proj: Proj) -> None:
+    proj.write("sluice.yaml", SETTINGS)
+    proj.write(
+        "workflows/deploy.yaml",
+        "name: deploy\njobs:\n  go:\n    hold: {prompt: ship?, four_eyes: true}\n    steps: [{run: 'true'}]\n",
+    )
+    proj.write(
+        "workflows/pipeline.yaml", "name: pipeline\njobs:\n  t: {trigger: {workflow: deploy, wait: false}}\n"
+    )
+    parent = proj.ok("workflow", "run", "pipeline", "--json", env=as_("alice")).json
+    svc = proj.service()
+    child = proj.wait_for(
+        lambda: svc.db.scalar("SELECT id FROM runs WHERE target = 'deploy' AND status = 'on_hold'"),
+        what="the child",
+    )
+    r = proj.sluice("workflow", "release", "go", env=as_("alice"))
+    assert r.code == 3
+    assert f"alice started run #{parent['id']}, which started run #{child} and may not approve it" in r.err
+    proj.ok("workflow", "release", "go", env=as_("bob"))

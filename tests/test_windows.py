@@ -294,3 +294,39 @@ def test_a_window_opening_while_people_execute_starts_each_item_once(proj: Proj)
     assert sorted(r["queue_item_id"] for r in rows) == sorted(
         r["id"] for r in svc.db.all("SELECT id FROM queue_items")
     )  # one run per item, none twice
+
+
+def test_a_run_started_with_break_glass_during_a_freeze_runs_to_its_end(proj: Proj) -> None:
+    settings(proj)
+    proj.write(
+        "workflows/w.yaml",
+        "name: w\njobs:\n  a: {steps: [{run: 'true'}]}\n  b: {needs: [a], steps: [{run: 'true'}]}\n",
+    )
+    proj.ok("freeze", "--reason", "INC-5")
+    view = proj.ok("workflow", "run", "w", "--break-glass", "--reason", "the fix for INC-5", "--json").json
+    assert view["status"] == "succeeded" and view["break_glass"] == "the fix for INC-5"
+
+
+def test_a_trigger_job_waits_out_a_freeze_and_then_starts_its_run(proj: Proj) -> None:
+    settings(proj)
+    gate = proj.root.parent / "go"
+    proj.write("workflows/child.yaml", "name: child\n" + JOB)
+    proj.write(
+        "workflows/parent.yaml",
+        f"name: parent\njobs:\n  a: {{steps: [{{run: 'while [ ! -e {gate} ]; do sleep 0.05; done'}}]}}\n"
+        "  t: {needs: [a], trigger: {workflow: child, wait: true}}\n",
+    )
+    run_id = proj.ok("workflow", "run", "parent", "--detach", "--json").json["id"]
+    svc = proj.service()
+    proj.wait_for(lambda: svc.run_view(run_id)["jobs"][0]["status"] == "running", what="a running")
+    proj.ok("freeze", "--reason", "hold on")
+    gate.touch()
+
+    def t() -> dict:
+        return {j["name"]: j for j in svc.run_view(run_id)["jobs"]}["t"]
+
+    proj.wait_for(lambda: "frozen" in (t()["reason"] or ""), what="t frozen")
+    assert t()["status"] == "waiting"  # not failed: it waits for the freeze to end
+    proj.ok("unfreeze")
+    assert svc.wait_run(run_id)["status"] == "succeeded"
+    assert svc.db.scalar("SELECT COUNT(*) FROM runs WHERE target = 'child'") == 1

@@ -56,9 +56,10 @@ class Notifier:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="notify", daemon=True)
         self._failing = False
-        # the first time notify is used, it starts with the events of this engine's time: the
-        # past before it is not replayed to a new hook (later restarts go on from the stored place)
-        self.since = now()
+        # the first time notify is used, it starts with the events from when its hooks were first
+        # seen (this engine's start, or the reload that added them): the past is not replayed to
+        # a new hook; later restarts go on from the stored place
+        self.since: float | None = now() if project().notify else None
 
     def start(self) -> None:
         self._thread.start()
@@ -73,6 +74,8 @@ class Notifier:
         while not self._stop.wait(self.interval):
             if not self.project().notify:
                 continue
+            if self.since is None:
+                self.since = now()
             try:
                 self.enqueue()
                 while not self._stop.is_set() and self.deliver_one():
@@ -82,6 +85,8 @@ class Notifier:
                 if not self._failing:
                     self.log(f"notify: cannot use the store, will try again: {e}")
                 self._failing = True
+            except Exception as e:  # a bug here must not end notifying for the engine's lifetime
+                self.log(f"notify: {type(e).__name__}: {e}; will try again")
 
     # ------------------------------------------------------------ events to deliveries
 
@@ -93,7 +98,9 @@ class Notifier:
             tx.lock("notify:cursor")
             row = tx.one(f"SELECT value FROM settings WHERE name = ?{tx.for_update}", (CURSOR,))
             if row is None:
-                head = tx.one("SELECT COALESCE(MAX(seq), 0) AS s FROM events WHERE at < ?", (self.since,))
+                head = tx.one(
+                    "SELECT COALESCE(MAX(seq), 0) AS s FROM events WHERE at < ?", (self.since or now(),)
+                )
                 seq = int(head["s"]) if head else 0
                 tx.execute("INSERT INTO settings (name, value) VALUES (?, ?)", (CURSOR, str(seq)))
             else:
@@ -132,13 +139,17 @@ class Notifier:
             )
             if job is None:
                 return False
-            # taken: nobody else tries it before this attempt can have ended
+            # taken: nobody else tries it before this attempt can have ended; the attempt counts now,
+            # so a hook that takes the engine down with it is not tried for ever
+            taken = t + TIMEOUT_S + 5
             tx.execute(
-                "UPDATE notify_deliveries SET next_at = ? WHERE id = ?", (t + TIMEOUT_S + 5, job["id"])
+                "UPDATE notify_deliveries SET next_at = ?, attempts = attempts + 1 WHERE id = ?",
+                (taken, job["id"]),
             )
+            job = {**job, "next_at": taken, "attempts": int(job["attempts"]) + 1}
         hook = next((h for h in self.project().notify if hook_key(h) == job["hook"]), None)
         event = self.db.one("SELECT * FROM events WHERE id = ?", (job["event_id"],))
-        attempt = int(job["attempts"]) + 1
+        attempt = int(job["attempts"])
         if hook is None or event is None:
             gone = "the hook is no longer in sluice.yaml" if hook is None else "the event is gone"
             self._record(job, event, attempt, gone, final=True)
@@ -223,10 +234,14 @@ class Notifier:
         wait = BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)]
         what = f"event #{job['event_id']}" + (f" ({event['kind']})" if event else "")
         with self.db.write(fenced=False) as tx:
-            tx.execute(
-                "UPDATE notify_deliveries SET status = ?, attempts = ?, next_at = ?, last_error = ? WHERE id = ?",
-                (status, attempt, now() + wait, error, job["id"]),
-            )
+            # only while it is still ours: another engine that took it over after our timeout (and
+            # perhaps delivered it) is not overwritten
+            if not tx.execute(
+                "UPDATE notify_deliveries SET status = ?, next_at = ?, last_error = ? "
+                "WHERE id = ? AND status = 'pending' AND next_at = ?",
+                (status, now() + wait, error, job["id"], job["next_at"]),
+            ):
+                return
             if error is None:
                 record_event(
                     tx,

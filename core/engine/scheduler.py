@@ -144,6 +144,7 @@ class Scheduler:
         self.freezes: list[windows.Freeze] | None = None
         self.applied_freezes: tuple[windows.Freeze, ...] = ()
         self.freeze_change: float | None = None  # when a freeze begins or ends next
+        self.freezes_of: Any = None  # the definitions the cached freezes were read from
 
     # ------------------------------------------------------------ start-up
 
@@ -246,19 +247,33 @@ class Scheduler:
         return self.service.project if self.service is not None else self.project
 
     def frozen(self) -> list[windows.Freeze]:
-        """The freezes in force (cached until a freeze event, or the moment one begins or ends)."""
-        if self.freezes is None or (self.freeze_change is not None and self.freeze_change <= now()):
-            self.freezes = windows.freezes_in_force(self.definitions, self.db)
-            self.freeze_change = windows.next_change(self.definitions, self.db)
+        """The freezes in force (cached until a freeze event, the moment one begins or ends, or
+        sluice.yaml being loaded again)."""
+        project = self.definitions
+        if (
+            self.freezes is None
+            or project is not self.freezes_of
+            or (self.freeze_change is not None and self.freeze_change <= now())
+        ):
+            self.freezes = windows.freezes_in_force(project, self.db)
+            self.freeze_change = windows.next_change(project, self.db)
+            self.freezes_of = project
         return self.freezes
 
     def apply_freezes(self) -> None:
-        """Ready jobs of runs in flight wait while a freeze covers them; they go on when it ends."""
+        """Ready jobs of runs in flight wait while a freeze covers them; they go on when it ends.
+        While frozen, each tick gates what became ready or was retried since the last one."""
         current = tuple(self.frozen())
         if current == self.applied_freezes:
+            if current:
+                with self.db.write() as tx:
+                    windows.regate(tx, list(current), self.definitions, lift=False)
             return
         with self.db.write() as tx:
             windows.regate(tx, list(current), self.definitions)
+        # jobs let go (here, or by `sluice unfreeze` in its own transaction) are pending again
+        for r in self.db.all(f"SELECT id FROM runs WHERE status IN ({sql_list(ACTIVE_RUN)})"):
+            self.dirty.add(r["id"])
         if len(current) < len(self.applied_freezes) or not current:
             self.refused_due.clear()  # a freeze ended: the refused scheduled items may start now
             self._deadline = None
@@ -465,6 +480,15 @@ class Scheduler:
     def _go(
         self, tx: Tx, run: dict[str, Any], plan: dict[str, Any], j: dict[str, Any], spec: dict[str, Any]
     ) -> str:
+        frozen = None
+        if not run.get("break_glass"):  # a run started with break glass is not held back
+            frozen = next((f for f in self.frozen() if f.covers(run["kind"], run["target"])), None)
+        if frozen is not None:  # before a trigger starts a child run (refused while frozen) or a fan-out
+            tx.execute(
+                "UPDATE jobs SET status = 'waiting', gate = 'freeze', reason = ? WHERE id = ?",
+                (windows.describe_freeze(self.definitions, frozen), j["id"]),
+            )
+            return "waiting"
         if spec.get("run_on_all_agents") and j["copy_key"] is None:
             return self._fan_out_to_agents(tx, run, plan, j, spec)
         if spec.get("trigger"):
@@ -476,13 +500,6 @@ class Scheduler:
         paused = run["kind"] == "workflow" and bool(
             (gates.workflow_state(tx, run["target"]) or {}).get("paused")
         )
-        frozen = next((f for f in self.frozen() if f.covers(run["kind"], run["target"])), None)
-        if frozen is not None:
-            tx.execute(
-                "UPDATE jobs SET status = 'waiting', gate = 'freeze', reason = ? WHERE id = ?",
-                (windows.describe_freeze(self.definitions, frozen), j["id"]),
-            )
-            return "waiting"
         if paused:
             why = "paused"
         else:

@@ -32,6 +32,7 @@ def ran(proj: Proj) -> list[str]:
 def test_four_eyes_keeps_the_requester_from_approving(proj: Proj) -> None:
     swap(proj, "{prompt: swap?, four_eyes: true}")
     run = proj.ok("workflow", "run", "swap", "--json", env=as_("alice")).json
+    assert "four-eyes (the requester may not approve)" in proj.ok("run", "show", str(run["id"])).out
     r = proj.sluice("workflow", "release", "go", env=as_("alice"))
     assert r.code == 3
     assert f"alice started run #{run['id']} and may not approve it (four_eyes)" in r.err
@@ -69,6 +70,7 @@ def test_two_approvals_from_two_people(proj: Proj) -> None:
     go = first["jobs"][0]
     assert go["status"] == "held" and "1 of 2: carol" in go["reason"]
     assert [a["by"] for a in go["approvals"]] == ["carol"] and go["approvals"][0]["comment"] == "looks fine"
+    assert "hold go: approvers: seniors · 1 of 2: carol" in proj.ok("run", "show", str(run["id"])).out
     r = proj.sluice("workflow", "release", "go", "-f", "ticket=CHG-1", env=as_("carol"))
     assert r.code == 3 and "carol already approved go" in r.err
     assert (

@@ -64,6 +64,21 @@ def do_show(args: argparse.Namespace, out: Out) -> int:
         out.line("  inputs: " + ", ".join(f"{k}={v}" for k, v in view["inputs"].items()))
     for m in view["materials"]:
         out.line(f"  material {m['name']}: {m['revision']} ({short_time(m['timestamp'])})")
+    held = [j for j in view["jobs"] if j["status"] == "held"]
+    if held:  # who may release, how many must, four-eyes: before anyone tries
+        from core.store.db import loads
+
+        plan = loads(svc.run_row(args.run)["plan"], {})
+        for j in held:
+            hold = (plan.get("jobs", {}).get(j["name"].split("[")[0]) or {}).get("hold") or {}
+            bits = [f"approvers: {', '.join(hold.get('approvers') or []) or 'anyone'}"]
+            needed = int(hold.get("approvals") or 1)
+            if needed > 1:
+                done = [a["by"] for a in j["approvals"]]
+                bits.append(f"{len(done)} of {needed}" + (f": {', '.join(done)}" if done else ""))
+            if hold.get("four_eyes"):
+                bits.append("four-eyes (the requester may not approve)")
+            out.line(f"  hold {j['name']}: " + " · ".join(bits))
     out.table(
         ["job", "status", "agent", "exit", "started", "finished", "reason / outputs"],
         [

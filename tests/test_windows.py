@@ -330,3 +330,42 @@ def test_a_trigger_job_waits_out_a_freeze_and_then_starts_its_run(proj: Proj) ->
     proj.ok("unfreeze")
     assert svc.wait_run(run_id)["status"] == "succeeded"
     assert svc.db.scalar("SELECT COUNT(*) FROM runs WHERE target = 'child'") == 1
+
+
+def test_an_upstream_trigger_outside_the_window_is_skipped_with_the_reason(proj: Proj) -> None:
+    settings(proj)
+    proj.write("workflows/build.yaml", "name: build\n" + JOB)
+    proj.write(
+        "workflows/deploy.yaml",
+        "name: deploy\nwindow: maintenance\nmaterials: {build: {workflow: build, trigger: true}}\n" + JOB,
+    )
+    proj.ok("workflow", "run", "build")
+    svc = proj.service()
+    row = proj.wait_for(
+        lambda: svc.db.one("SELECT * FROM events WHERE kind = 'upstream.refused'"), what="the refusal"
+    )
+    assert "deploy runs only in window maintenance" in row["message"]  # type: ignore[index]
+    assert svc.db.scalar("SELECT COUNT(*) FROM runs WHERE target = 'deploy'") == 0
+
+
+def test_a_run_started_inside_its_window_runs_to_its_end_after_it_closes(proj: Proj) -> None:
+    at = int(time.time())
+    settings(proj)
+    proj.write(
+        "sluice.yaml",
+        proj.root.joinpath("sluice.yaml").read_text()
+        + f"  brief: {{cron: '{(at // 60) % 60} * * * * {at % 60}', duration: 12s}}  # room for a slow start\n",
+    )
+    gate = proj.root.parent / "go"
+    proj.write(
+        "workflows/w.yaml",
+        f"name: w\nwindow: brief\njobs:\n  a: {{steps: [{{run: 'while [ ! -e {gate} ]; do sleep 0.05; done'}}]}}\n"
+        "  b: {needs: [a], steps: [{run: 'true'}]}\n",
+    )
+    run_id = proj.ok("workflow", "run", "w", "--detach", "--json").json["id"]  # open now
+    proj.wait_for(
+        lambda: not proj.ok("workflow", "show", "w", "--json").json["window"]["open"],
+        what="the window closed",
+    )
+    gate.touch()
+    assert proj.service().wait_run(run_id)["status"] == "succeeded"

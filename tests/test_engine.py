@@ -261,3 +261,44 @@ def test_an_engine_that_lost_its_lease_writes_nothing_and_stops(proj: Proj) -> N
     assert svc.run_view(run_id)["status"] == "pending"  # it moved nothing on
     assert not (proj.root / "ran").exists()
     assert "another engine holds the scheduler lease" in (proj.root / ".sluice" / "engine.log").read_text()
+
+
+FDS = """\
+import json, os
+open_fds = []
+for fd in range(3, 1024):
+    try:
+        os.fstat(fd)
+    except OSError:
+        continue
+    open_fds.append((fd, os.readlink(f"/proc/self/fd/{fd}")))
+print(json.dumps({
+    "cwd": os.getcwd(),
+    "stdin": os.path.realpath("/proc/self/fd/0"),
+    "stdin_read": os.read(0, 16).decode(),
+    "fds": open_fds,
+    "pgid": os.getpgid(0),
+    "parent_pgid": os.getpgid(os.getppid()),
+}))
+"""
+
+
+def test_a_step_starts_clean_in_the_project_root(proj: Proj) -> None:
+    """What a step inherits from the engine: the project root as its directory, an empty stdin,
+    its own process group, and none of the engine's descriptors (store, sockets, locks, pipes)."""
+    import json
+    import sys
+
+    proj.write("check.py", FDS)
+    proj.write(
+        "workflows/w.yaml",
+        f'name: w\njobs: {{j: {{steps: [{{run: "{sys.executable} check.py"}}]}}}}\n',
+    )
+    proj.ok("engine", "start")
+    engine_pgid = __import__("os").getpgid(proj.engine_info()["pid"])
+    proj.ok("workflow", "run", "w")
+    seen = json.loads(proj.ok("run", "logs", "1").out.strip().splitlines()[-1])
+    assert seen["cwd"] == str(proj.root.resolve())
+    assert seen["stdin"] == "/dev/null" and seen["stdin_read"] == ""
+    assert seen["fds"] == []
+    assert seen["pgid"] != engine_pgid

@@ -21,7 +21,7 @@ from ..errors import Refused
 from ..service import record_event, record_events
 from ..store.db import Database, IntegrityError, StoreError, StoreUnavailable, Tx, dumps, loads, now
 from ..times import agent_timeout
-from .runner import LOG_LIMIT, JobRunner, WorkerPool
+from .runner import LOG_LIMIT, JobRunner, WorkerPool, job_environ
 
 # Claims: the waiting jobs this agent may take, matched in SQL (environment fencing, pinned
 # copies, an enabled agent; resources are checked on the few rows read), in dispatch order
@@ -109,6 +109,7 @@ class Agent:
         self.capacity = capacity or os.cpu_count() or 1
         self.on_done = on_done or (lambda run_id: None)
         self.runners: dict[int, JobRunner] = {}
+        self.environ = job_environ()  # what every job's environment starts from
         self.lock = threading.Lock()
         self.pool = WorkerPool(self.capacity)
         self.plans: dict[int, dict[str, Any]] = {}
@@ -285,6 +286,7 @@ class Agent:
                 self._finished,
                 plan=self._plan(run, plan_of),
                 log_limit=self.log_limit,
+                environ=self.environ,
             )
             with self.lock:
                 self.runners[job["id"]] = runner

@@ -451,3 +451,35 @@ def test_scheduled_item_of_a_paused_workflow_waits_for_unpause(proj: Proj) -> No
     assert proj.ok("queue", "list", "--json").json[0]["status"] == "queued"
     proj.ok("workflow", "unpause", "db-migration")
     proj.wait_for(lambda: ran(proj) == ["db-migration 1"], what="runs after unpause")
+
+
+def test_json_is_indented_at_a_terminal_and_on_one_line_for_a_program(proj: Proj) -> None:
+    import json
+
+    setup(proj)
+    proj.ok("method", "queue", "ad-account", "create", "-i", "user=alice")
+    piped = proj.ok("queue", "list", "--json").out
+    assert piped.count("\n") == 1 and json.loads(piped)[0]["inputs"]["user"] == "alice"
+    master, slave = pty.openpty()
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "queue", "list", "--json"],
+        cwd=proj.root,
+        env=proj.env(),
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the other end closed: all was read
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert p.wait(timeout=30) == 0
+    os.close(master)
+    shown = out.decode().replace("\r\n", "\n")
+    assert '\n  {\n    "id": 1,' in shown and json.loads(shown) == json.loads(piped)

@@ -444,11 +444,21 @@ class Tx:
         return int(row["id"] if isinstance(row, dict) else row[0])
 
     def insert_many(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Insert rows that all have the same columns, in one round trip."""
+        """Insert rows that all have the same columns, in one round trip.
+
+        A few rows on PostgreSQL go as one INSERT with a row of VALUES each: psycopg's
+        executemany goes through pipeline mode, which for the one to few events of a job cost
+        an agent on PostgreSQL an eighth of its time. Many rows (a run's jobs) go through it."""
         if not rows:
             return
-        cols = ", ".join(rows[0])
-        marks = ", ".join(f":{k}" for k in rows[0])
+        names = list(rows[0])
+        cols = ", ".join(names)
+        if len(rows) == 1 or (self.db.dialect != "sqlite" and len(rows) <= 32):
+            values = ", ".join("(" + ", ".join(f":{k}_{i}" for k in names) + ")" for i in range(len(rows)))
+            params = {f"{k}_{i}": row[k] for i, row in enumerate(rows) for k in names}
+            self._run(f"INSERT INTO {table} ({cols}) VALUES {values}", params)
+            return
+        marks = ", ".join(f":{k}" for k in names)
         self.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)
 
     def all(self, sql: str, params: Mapping[str, Any] | tuple[Any, ...] | list[Any] = ()) -> list[Row]:

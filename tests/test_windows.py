@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from conftest import Proj
 
@@ -22,6 +24,21 @@ def settings(proj: Proj, extra: str = "") -> None:
         f"name: test\ncapacity: 4\ngroups: {{oncall: [{ME}], others: [nobody-here]}}\nbreak_glass: oncall\n"
         f"windows:\n  maintenance: {CLOSED}\n  always: {OPEN}\n{extra}",
     )
+
+
+def gated(proj: Proj, name: str, after: str, *, header: str = "") -> tuple[int, Any, Path]:
+    """Start workflow `name`: job `a` runs until the test touches the returned gate, then `after`
+    (YAML of the next job). Returns the run id, a service, the gate, once `a` is running."""
+    gate = proj.root.parent / "go"
+    proj.write(
+        f"workflows/{name}.yaml",
+        f"name: {name}\n{header}jobs:\n  a: {{steps: [{{run: 'while [ ! -e {gate} ]; do sleep 0.05; done'}}]}}\n"
+        + after,
+    )
+    run_id = proj.ok("workflow", "run", name, "--detach", "--json").json["id"]
+    svc = proj.service()
+    proj.wait_for(lambda: svc.run_view(run_id)["jobs"][0]["status"] == "running", what="a running")
+    return run_id, svc, gate
 
 
 def test_a_run_outside_its_window_is_refused_with_the_next_opening(proj: Proj) -> None:
@@ -111,15 +128,7 @@ def test_a_freeze_stops_every_new_run_and_names_who_and_why(proj: Proj) -> None:
 
 def test_jobs_of_runs_in_flight_wait_while_frozen_and_go_on_after(proj: Proj) -> None:
     settings(proj)
-    gate = proj.root.parent / "go"
-    proj.write(
-        "workflows/w.yaml",
-        f"name: w\njobs:\n  a: {{steps: [{{run: 'while [ ! -e {gate} ]; do sleep 0.05; done'}}]}}\n"
-        "  b: {needs: [a], steps: [{run: 'true'}]}\n",
-    )
-    run_id = proj.ok("workflow", "run", "w", "--detach", "--json").json["id"]
-    svc = proj.service()
-    proj.wait_for(lambda: svc.run_view(run_id)["jobs"][0]["status"] == "running", what="a running")
+    run_id, svc, gate = gated(proj, "w", "  b: {needs: [a], steps: [{run: 'true'}]}\n")
     proj.ok("freeze", "--reason", "hold everything")
     gate.touch()
 
@@ -309,16 +318,8 @@ def test_a_run_started_with_break_glass_during_a_freeze_runs_to_its_end(proj: Pr
 
 def test_a_trigger_job_waits_out_a_freeze_and_then_starts_its_run(proj: Proj) -> None:
     settings(proj)
-    gate = proj.root.parent / "go"
     proj.write("workflows/child.yaml", "name: child\n" + JOB)
-    proj.write(
-        "workflows/parent.yaml",
-        f"name: parent\njobs:\n  a: {{steps: [{{run: 'while [ ! -e {gate} ]; do sleep 0.05; done'}}]}}\n"
-        "  t: {needs: [a], trigger: {workflow: child, wait: true}}\n",
-    )
-    run_id = proj.ok("workflow", "run", "parent", "--detach", "--json").json["id"]
-    svc = proj.service()
-    proj.wait_for(lambda: svc.run_view(run_id)["jobs"][0]["status"] == "running", what="a running")
+    run_id, svc, gate = gated(proj, "parent", "  t: {needs: [a], trigger: {workflow: child, wait: true}}\n")
     proj.ok("freeze", "--reason", "hold on")
     gate.touch()
 
@@ -351,18 +352,14 @@ def test_an_upstream_trigger_outside_the_window_is_skipped_with_the_reason(proj:
 def test_a_run_started_inside_its_window_runs_to_its_end_after_it_closes(proj: Proj) -> None:
     at = int(time.time())
     settings(proj)
-    proj.write(
+    proj.write(  # a window open from now for 12 s: room for a slow start on a busy machine
         "sluice.yaml",
         proj.root.joinpath("sluice.yaml").read_text()
-        + f"  brief: {{cron: '{(at // 60) % 60} * * * * {at % 60}', duration: 12s}}  # room for a slow start\n",
+        + f"  brief: {{cron: '{(at // 60) % 60} * * * * {at % 60}', duration: 12s}}\n",
     )
-    gate = proj.root.parent / "go"
-    proj.write(
-        "workflows/w.yaml",
-        f"name: w\nwindow: brief\njobs:\n  a: {{steps: [{{run: 'while [ ! -e {gate} ]; do sleep 0.05; done'}}]}}\n"
-        "  b: {needs: [a], steps: [{run: 'true'}]}\n",
+    run_id, _, gate = gated(  # started while the window is open
+        proj, "w", "  b: {needs: [a], steps: [{run: 'true'}]}\n", header="window: brief\n"
     )
-    run_id = proj.ok("workflow", "run", "w", "--detach", "--json").json["id"]  # open now
     proj.wait_for(
         lambda: not proj.ok("workflow", "show", "w", "--json").json["window"]["open"],
         what="the window closed",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import signal
@@ -52,6 +53,7 @@ def terminate_group(pgid: int, grace: float) -> None:
     signal_group(pgid, signal.SIGKILL)
 
 
+@functools.lru_cache(maxsize=64)
 def store_id(url: str) -> str:
     """A short name for a database, carried by every step (job ids are only unique within one store)."""
     return hashlib.sha256(url.encode()).hexdigest()[:16]

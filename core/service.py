@@ -17,7 +17,7 @@ from .plan import method_plan, secret_names, spec_from, workflow_plan
 from .shapes import EventView, JobView, Plan, RunView
 from .statuses import FINAL_JOB, FINAL_RUN
 from .store.db import Database, Tx, dumps, loads, now, resolve_url
-from .times import agent_timeout, iso, next_fire
+from .times import agent_timeout, beat_interval, iso, lease_seconds, next_fire
 
 
 def record_event(
@@ -47,6 +47,32 @@ def record_event(
             }
         ],
     )
+
+
+def engine_state(lease: Mapping[str, Any] | None, t: float) -> dict[str, Any]:
+    """The engine as the dashboard's header says it, from the scheduler lease (the engine's
+    heartbeat: it renews the lease every `beat_interval()`, to `lease_seconds()` ahead).
+
+    `state` is one of: `up`; `late` (the last beat is older than one interval and a missed one,
+    but the lease still runs); `down` (the lease ran out: the engine died or cannot reach the
+    store); `stopped` (the engine gave the lease up as it stopped); `never` (no engine ever took
+    it). `beat_age`: seconds since the last beat, when that is known. The lease stores only when
+    it expires, so the beat is that less the lease's length (the same SLUICE_LEASE_SECONDS the
+    engine reads)."""
+    if lease is None:
+        return {"state": "never", "up": False, "holder": None, "host": None, "beat_age": None}
+    holder = lease["holder"]
+    out: dict[str, Any] = {"holder": holder, "host": holder.split(":")[0] or None}
+    if lease["expires_at"] <= 0:  # Lease.release: a clean stop
+        return {**out, "state": "stopped", "up": False, "beat_age": None}
+    age = max(0.0, t - (lease["expires_at"] - lease_seconds()))
+    if lease["expires_at"] <= t:
+        state = "down"
+    elif age > 2 * beat_interval():  # one beat missed, and the next one overdue
+        state = "late"
+    else:
+        state = "up"
+    return {**out, "state": state, "up": state != "down", "beat_age": age}
 
 
 def record_events(tx: Tx, events: list[dict[str, Any]]) -> None:
@@ -657,13 +683,8 @@ class Service:
             or 0
         )
         paused = int(self.db.scalar("SELECT COUNT(*) FROM workflow_states WHERE paused = 1") or 0)
-        up = lease is not None and lease["expires_at"] > t
         return {
-            "engine": {
-                "up": up,
-                "holder": lease["holder"] if lease else None,
-                "expires_in": (lease["expires_at"] - t) if lease else None,
-            },
+            "engine": engine_state(lease, t),
             "held": counts.get("held", 0),
             "waiting": counts.get("waiting", 0),
             "failed_today": failed,

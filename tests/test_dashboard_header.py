@@ -25,7 +25,7 @@ def test_the_status_line_says_engine_down_what_waits_and_a_freeze(proj: Proj) ->
         app = app_for(proj)
         async with app.run_test(size=(80, 24)) as pilot:
             await settle(pilot, app)
-            assert status(app) == "✗ engine down · 1 held · 1 paused"
+            assert status(app) == "✗ engine down (never started) · 1 held · 1 paused"
             flow.freeze(app.svc, "INC-9 payments", actor="erin@jump-1")
             with app.svc.db.write() as tx:  # an engine holds the lease now
                 tx.execute(
@@ -34,10 +34,90 @@ def test_the_status_line_says_engine_down_what_waits_and_a_freeze(proj: Proj) ->
                 )
             await settle(pilot, app, until=lambda: "engine up" in status(app))
             line = status(app)
-            assert line.startswith("● engine up (jump-2) · 1 held")
+            assert line.startswith("● engine up (jump-2) · beat <5s ago · 1 held")
             assert "❄ frozen by erin: INC-9 payments until lifted" in line
 
     asyncio.run(go())
+
+
+def _lease(app, expires_at: float) -> None:
+    """An engine's lease, as another host's engine would leave it."""
+    with app.svc.db.write() as tx:
+        tx.execute("DELETE FROM leases")
+        tx.execute(
+            "INSERT INTO leases (name, holder, token, expires_at) VALUES ('scheduler', 'jump-2:41:ab', 1, ?)",
+            (expires_at,),
+        )
+
+
+def test_the_status_line_says_how_old_the_engines_heartbeat_is(proj: Proj) -> None:
+    """The lease is the engine's heartbeat: renewed every beat_interval() to lease_seconds() ahead.
+    Its age shows in 5-second steps (a header ticking every second would repaint every second)."""
+    fixed_demo(proj)
+
+    async def go() -> None:
+        from core.store.db import now
+        from core.times import beat_interval, lease_seconds
+
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            lease = lease_seconds()
+            _lease(app, now() + lease - 1)  # beat a second ago
+            await settle(pilot, app, until=lambda: "beat" in status(app))
+            assert status(app).startswith("● engine up (jump-2) · beat <5s ago · 1 held")
+            late = 2 * beat_interval() + 1  # a beat missed and the next overdue; the lease still runs
+            assert 5 <= late < lease
+            _lease(app, now() + lease - late)
+            await settle(pilot, app, until=lambda: "late" in status(app))
+            assert status(app).startswith(f"◔ engine up (jump-2) · beat {int(late // 5) * 5}s ago, late · ")
+            _lease(app, now() + lease - 300)  # the engine died five minutes ago
+            await settle(pilot, app, until=lambda: "down" in status(app))
+            assert status(app).startswith("✗ engine down (last beat 5m ago) · 1 held")
+            _lease(app, 0)  # what a clean stop leaves (Lease.release)
+            await settle(pilot, app, until=lambda: "stopped" in status(app))
+            assert status(app).startswith("✗ engine down (stopped) · 1 held")
+
+    asyncio.run(go())
+
+
+def test_the_status_line_takes_a_second_row_rather_than_cut_a_part(proj: Proj) -> None:
+    fixed_demo(proj)
+
+    async def go() -> None:
+        from core import flow
+        from core.store.db import now
+        from core.times import lease_seconds
+
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            flow.freeze(app.svc, "INC-9 payments", actor="erin@jump-1")
+            _lease(app, now() + lease_seconds())
+            await settle(pilot, app, until=lambda: "frozen" in status(app))
+            rows = status(app).split("\n")
+            assert rows == [
+                "● engine up (jump-2) · beat <5s ago · 1 held · 1 paused",
+                "❄ frozen by erin: INC-9 payments until lifted (sluice unfreeze)",
+            ]
+            from tui.app import StatusLine
+
+            assert app.query_one(StatusLine).size.height == 2
+
+    asyncio.run(go())
+
+
+def test_the_engine_states_from_a_real_engines_lease(proj: Proj) -> None:
+    """What a real engine leaves in the store reads up while it runs and stopped once it stopped."""
+    svc = proj.service()
+    assert svc.overview()["engine"]["state"] == "never"
+    proj.ok("engine", "start")
+    try:
+        engine = svc.overview()["engine"]
+        assert engine["state"] == "up" and engine["beat_age"] < 5, engine
+    finally:
+        proj.ok("engine", "stop")
+    assert svc.overview()["engine"]["state"] == "stopped"
 
 
 def test_history_pane_lists_the_events_newest_first_and_filters_them(proj: Proj) -> None:

@@ -81,6 +81,11 @@ def ago(iso_time: str | None, now: float) -> str:
     secs = abs(now - datetime.fromisoformat(iso_time).timestamp())
     if secs < 60:  # not to the second: a cell that changed every poll would repaint the table
         return "<1m"
+    return _span(secs)
+
+
+def _span(secs: float) -> str:
+    """`14m`, `2h05m`, `3d` for SECS of a minute or more."""
     if secs < 3600:
         return f"{int(secs // 60)}m"
     if secs < 86400:
@@ -106,3 +111,31 @@ def why_text(why: dict[str, Any] | None, now: float) -> str:
     if why.get("deadline"):
         bits.append(f"{ago(why['deadline'], now)} left")
     return " · ".join(bits)
+
+
+def beat_age(secs: float) -> str:
+    """How old a heartbeat is, in 5-second steps (`<5s`, `5s`, `10s`, then `1m`, `2h05m`): a header
+    that changed every second would send bytes every second while nothing happens."""
+    if secs < 5:
+        return "<5s"
+    if secs < 60:
+        return f"{int(secs // 5) * 5}s"
+    return _span(secs)
+
+
+def engine_words(engine: dict[str, Any]) -> tuple[str, str]:
+    """The header's first words about the engine (core's Service.overview), and their tone:
+    `● engine up (jump-1) · beat <5s ago`, `◔ … beat 10s ago, late`, `✗ engine down (last beat
+    5m ago)`, `(stopped)`, `(never started)`."""
+    state = engine["state"]
+    host = f" ({engine['host']})" if engine.get("host") else ""
+    if state == "up":
+        return f"● engine up{host} · beat {beat_age(engine['beat_age'])} ago", "good"
+    if state == "late":
+        return f"◔ engine up{host} · beat {beat_age(engine['beat_age'])} ago, late", "warn"
+    why = {
+        "down": f"last beat {beat_age(engine['beat_age'] or 0)} ago",
+        "stopped": "stopped",
+        "never": "never started",
+    }[state]
+    return f"✗ engine down ({why})", "bad"

@@ -21,6 +21,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 from textual.widgets import ContentSwitcher, Footer, Input, Static
 
 from core import holds
@@ -44,7 +45,7 @@ from .messages import (
 from .panes import PANES, Pane
 from .screens.modals import ConfirmScreen, FormScreen, HelpScreen
 from .screens.run import LogScreen, RunScreen
-from .texts import engine_words
+from .texts import engine_words, printable
 
 POLL_SECONDS = 0.5
 
@@ -82,7 +83,7 @@ class StatusLine(LiveView[dict[str, Any]], Static):
         ):
             if n:
                 parts.append((f"{n} {what}", style))
-        parts += [(f"❄ {text}", "bold reverse") for text in data["frozen"]]
+        parts += [(f"❄ {printable(text, cell=True)}", "bold reverse") for text in data["frozen"]]
         if parts != getattr(self, "_parts", None):  # unchanged: nothing sent to the terminal
             self._parts = parts
             self._lay_out()
@@ -181,12 +182,27 @@ class SluiceApp(App[None]):
         self._stop.set()
         self._kick.set()
 
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every toast is plain text, escaped: messages quote names, reasons and values people typed
+        (`[/x]` there is text, not markup to parse or to fail on). Widgets' notify ends here too."""
+        super().notify(
+            printable(message), title=printable(title), severity=severity, timeout=timeout, markup=False
+        )
+
     def pane(self, pid: str) -> Pane:
         return self.query_one(f"#{pid}", Pane)
 
     def _topbar(self) -> None:
         parts = Text()
-        parts.append(f"sluice · {self.svc.project.name}  ", style="bold")
+        parts.append(f"sluice · {printable(self.svc.project.name, cell=True)}  ", style="bold")
         for key, pid, _ in PANES:
             label = f" {key} {pid.title()} "
             parts.append(label, style="reverse bold" if pid == self.active else "")

@@ -9,10 +9,12 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.content import Content
 from textual.widgets import Input
 
 from ..messages import LiveView
 from ..screens.base import ReadOnlyAware
+from ..texts import printable
 from ..widgets.live_table import LiveTable
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ class Pane(ReadOnlyAware, LiveView[Window[Any]], Vertical):
         super().__init__(classes="pane", **kwargs)
         self.filter_text = ""
         self.data: dict[str, dict[str, Any]] = {}
+        self._title = ""
 
     @classmethod
     def key_table(cls) -> list[Binding]:
@@ -109,7 +112,8 @@ class Pane(ReadOnlyAware, LiveView[Window[Any]], Vertical):
 
     def set_count(self, shown: int, total: int, extra: str = "") -> None:
         count = f"{total:,}" if shown == total else f"{shown:,} of {total:,}"
-        flt = f" · filter: {self.filter_text}" if self.filter_text else ""
+        flt = f" · filter: {printable(self.filter_text, cell=True)}" if self.filter_text else ""
         title = f"{self.title} · {count}{flt}{extra}"
-        if title != self.border_title:  # an unchanged title must not repaint (nothing sent while idle)
-            self.border_title = title
+        if title != self._title:  # an unchanged title must not repaint (nothing sent while idle)
+            self._title = title
+            self.border_title = Content(title)  # plain: a filter `[/x]` is text, not markup

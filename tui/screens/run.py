@@ -10,6 +10,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Log, Static
 
@@ -20,7 +21,7 @@ from core.statuses import FINAL_RUN
 
 from ..glyphs import status_text
 from ..messages import LiveView
-from ..texts import rerun_plan
+from ..texts import printable, rerun_plan
 from ..widgets.live_table import LiveTable
 from .base import ReadOnlyAware, styled_status
 from .modals import ConfirmScreen
@@ -95,13 +96,14 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
             f"   {view['trigger']} by {actor_user(view['created_by'])} at {short(view['created_at'])}",
         )
         if view["inputs"]:
-            summary.append("\ninputs: " + "  ".join(f"{k}={v}" for k, v in view["inputs"].items()))
+            inputs = "  ".join(f"{k}={v}" for k, v in view["inputs"].items())
+            summary.append("\ninputs: " + printable(inputs, cell=True))
         if view["parent_run_id"]:
             summary.append(f"\nstarted by run #{view['parent_run_id']}")
         if view.get("rerun_of"):
             summary.append(f"\nre-run of run #{view['rerun_of']}")
         if view.get("break_glass"):
-            summary.append(f"\n⚠ break glass: {view['break_glass']}", style="bold")
+            summary.append(f"\n⚠ break glass: {printable(view['break_glass'], cell=True)}", style="bold")
         if summary != getattr(self, "_summary", None):  # unchanged: no repaint
             self._summary = summary
             self.query_one("#run-summary", Static).update(summary)
@@ -272,8 +274,13 @@ class LogScreen(LiveView[LogData], Screen[None]):
     def _title(self) -> None:
         what = f"job {self.job}" if self.job else "all jobs"
         found = f" · /{self.needle}: line {self.found + 1}" if self.needle and self.found is not None else ""
-        self.query_one("#log-view").border_title = (
-            f"Logs · run #{self.run_id} · {what}" + (" · following" if self.follow else " · paused") + found
+        self.query_one("#log-view").border_title = Content(  # plain: a search `[/x]` is text
+            printable(
+                f"Logs · run #{self.run_id} · {what}"
+                + (" · following" if self.follow else " · paused")
+                + found,
+                cell=True,
+            )
         )
 
     def fetch(self) -> LogData:

@@ -11,6 +11,12 @@ from dash import app_for, fixed_demo, toasts
 from test_dashboard import settle
 from test_dashboard_tables import row_text
 
+
+def detail(app, pane: str) -> str:
+    """The detail line under a pane's table, as drawn."""
+    return str(app.query_one(f"#{pane}-detail").render())
+
+
 NOTE = "[/x] \x1b[2J [bold]x"
 SHOWN = "[/x] \\x1b[2J [bold]x"  # what the operator reads
 
@@ -29,6 +35,7 @@ def test_markup_and_escapes_in_a_note_are_shown_as_text(proj: Proj) -> None:
             await settle(pilot, app)
             table = app.pane("queue").table
             assert SHOWN in row_text(table, "1")
+            assert detail(app, "queue") == f"#1 teardown-dns · note: {SHOWN}"
             await pilot.press("enter")  # the preview quotes the note too
             await settle(pilot, app, until=lambda: isinstance(app.screen, InfoScreen))
             assert f"note: {SHOWN}" in str(app.screen.query_one("#dialog-items Static").render())
@@ -66,5 +73,36 @@ def test_markup_in_a_reason_a_filter_and_a_refused_value_is_text(proj: Proj) -> 
             await settle(pilot, app, until=lambda: isinstance(app.screen, FormScreen))
             error = str(app.screen.query_one("#dialog-error").render())
             assert "'[/x]' does not match pattern" in error, error
+
+    asyncio.run(go())
+
+
+def test_the_detail_line_shows_what_80_columns_cut_off(proj: Proj) -> None:
+    """At 80x24 the Note and the Released/rejected columns are off-screen: the line under each
+    table says them for the row under the cursor."""
+    fixed_demo(proj)
+
+    async def go() -> None:
+        from tui.screens.run import RunScreen
+
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            assert detail(app, "queue") == "#1 teardown-dns · note: decommission step 3"
+            await pilot.press("down")
+            assert detail(app, "queue") == "#2 ad-account.create token=*** user=jsmith · note: new hire"
+            await pilot.press("2")
+            await settle(pilot, app)
+            assert detail(app, "runs").startswith("#2 release on hold · ship held")
+            await pilot.press("5")
+            await settle(pilot, app)
+            assert detail(app, "history").startswith("workflow.paused by carol: ")
+            await pilot.press("2", "down", "enter")  # run #1: its job released by carol, “ok”
+            await settle(pilot, app, until=lambda: isinstance(app.screen, RunScreen))
+            await settle(pilot, app, until=lambda: app.screen.view is not None)
+            line = str(app.screen.query_one("#job-detail").render())
+            assert line == "build succeeded on qa-1 · binary=app-v1 · released by carol 11-18 11:08 “ok”", (
+                line
+            )
 
     asyncio.run(go())

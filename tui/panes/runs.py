@@ -74,6 +74,14 @@ class RunsPane(Pane):
         self.table.apply(rows)
         self.set_count(len(runs), data.total, f" · {self.order} order")
 
+    def detail(self, row: dict[str, Any]) -> str:
+        bits = [f"#{row['id']} {row['target']} {row['status'].replace('_', ' ')}"]
+        why = why_text(row.get("why"), time.time())
+        if why:
+            bits.append(why)
+        bits.append(f"{row['trigger']} by {actor_user(row['created_by'])}")
+        return " · ".join(bits)
+
     @on(LiveTable.RowSelected)
     def _selected(self, event: LiveTable.RowSelected) -> None:
         event.stop()

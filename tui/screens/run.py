@@ -73,6 +73,7 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
                 ],
                 id="jobs",
             )
+            yield Static("", id="job-detail", classes="detail", markup=False)
         yield Footer(show_command_palette=False)  # ctrl+p is in the help: the 80 columns go to the keys
 
     def on_mount(self) -> None:
@@ -113,20 +114,37 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
             detail = "; ".join(
                 x for x in [j["reason"] or "", " ".join(f"{k}={v}" for k, v in j["outputs"].items())] if x
             )
-            by = f"{actor_user(j['released_by'])} {short(j['released_at'])}" if j["released_by"] else ""
-            if j.get("approvals") and not j["released_by"]:
-                by = "approved by " + ", ".join(a["by"] for a in j["approvals"])
-            if j["comment"]:
-                by += f" “{j['comment']}”"
-            if j.get("fields"):
-                by += " " + " ".join(f"{k}={v}" for k, v in j["fields"].items())
-            if j.get("break_glass"):
-                by += f" ⚠ break glass: {j['break_glass']}"
+            by = released(j)
             base = j["name"].split("[")[0]
             d = depth.get(base, 0)
             label = ("  " * (d - 1) + "└ " if d else "") + j["name"]
             rows.append((j["name"], (label, styled_status(j["status"]), j["agent"] or "", detail, by)))
         self.query_one(LiveTable).apply(rows)
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        """The line under the jobs: what the job under the cursor says in full (its reason,
+        outputs, who released it, with the comment and fields), past the columns' 80x24."""
+        job = self.current_job()
+        text = printable(self.detail(job), cell=True) if job else ""
+        if text != getattr(self, "_detail", None):  # unchanged: no repaint
+            self._detail = text
+            self.query_one("#job-detail", Static).update(text)
+
+    def detail(self, j: JobView) -> str:
+        bits = [f"{j['name']} {j['status'].replace('_', ' ')}" + (f" on {j['agent']}" if j["agent"] else "")]
+        if j["reason"]:
+            bits.append(j["reason"])
+        if j["outputs"]:
+            bits.append(" ".join(f"{k}={v}" for k, v in j["outputs"].items()))
+        by = released(j)
+        if by:
+            bits.append(by if by.startswith("approved") else f"released by {by}")
+        return " · ".join(bits)
+
+    @on(LiveTable.RowHighlighted)
+    def _highlighted(self, event: LiveTable.RowHighlighted) -> None:
+        self._show_detail()
 
     def on_data_table_row_selected(self, event: LiveTable.RowSelected) -> None:
         event.stop()
@@ -199,6 +217,20 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
 
     def action_help(self) -> None:
         self.sluice.show_help(f"Run #{self.run_id}", self)
+
+
+def released(j: JobView) -> str:
+    """Who released the job (or approved it so far), when, with the comment and fields given."""
+    by = f"{actor_user(j['released_by'])} {short(j['released_at'])}" if j["released_by"] else ""
+    if j.get("approvals") and not j["released_by"]:
+        by = "approved by " + ", ".join(a["by"] for a in j["approvals"])
+    if j["comment"]:
+        by += f" “{j['comment']}”"
+    if j.get("fields"):
+        by += " " + " ".join(f"{k}={v}" for k, v in j["fields"].items())
+    if j.get("break_glass"):
+        by += f" ⚠ break glass: {j['break_glass']}"
+    return by
 
 
 def _depths(plan: dict[str, Any] | None) -> dict[str, int]:

@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Log, Static
+from textual.widgets import Footer, Input, Static
 
 from core import recovery
 from core.identity import actor_user
@@ -21,8 +21,9 @@ from core.statuses import FINAL_RUN
 
 from ..glyphs import status_text
 from ..messages import LiveView
-from ..texts import printable, rerun_plan
+from ..texts import printable, printable_log, rerun_plan
 from ..widgets.live_table import LiveTable
+from ..widgets.wrap_log import WrapLog
 from .base import ReadOnlyAware, styled_status
 from .modals import ConfirmScreen
 
@@ -266,6 +267,7 @@ class LogScreen(LiveView[LogData], Screen[None]):
         Binding("f", "toggle_follow", "Follow on/off", id="log.follow"),
         Binding("slash", "search", "Search", id="log.search"),
         Binding("n", "next_match", "Next match", id="log.next"),
+        Binding("w", "toggle_wrap", "Wrap", id="log.wrap"),
         Binding("question_mark", "help", "Help", id="log.help"),
         # scrolling back stops following (new output would snap the view to the end); End resumes
         Binding("pageup", "scroll_back('page')", "Page up", show=False, priority=True, id="log.pageup"),
@@ -294,25 +296,22 @@ class LogScreen(LiveView[LogData], Screen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="log-view", classes="pane"):
-            yield Log(id="log", highlight=False, max_lines=50_000, auto_scroll=True)
+            yield WrapLog(id="log", highlight=False, max_lines=50_000, auto_scroll=True)
             yield Input(placeholder="search (enter finds, escape cancels)", classes="filter", id="log-search")
         yield Footer(show_command_palette=False)  # ctrl+p is in the help: the 80 columns go to the keys
 
     def on_mount(self) -> None:
         self._title()
-        self.query_one(Log).focus()
+        self.query_one(WrapLog).focus()
         self.sluice.kick()
 
     def _title(self) -> None:
         what = f"job {self.job}" if self.job else "all jobs"
         found = f" · /{self.needle}: line {self.found + 1}" if self.needle and self.found is not None else ""
+        wrapped = " · wrapped" if self.query_one(WrapLog).wrap else ""
+        follow = " · following" if self.follow else " · paused"
         self.query_one("#log-view").border_title = Content(  # plain: a search `[/x]` is text
-            printable(
-                f"Logs · run #{self.run_id} · {what}"
-                + (" · following" if self.follow else " · paused")
-                + found,
-                cell=True,
-            )
+            printable(f"Logs · run #{self.run_id} · {what}{follow}{wrapped}{found}", cell=True)
         )
 
     def fetch(self) -> LogData:
@@ -321,16 +320,13 @@ class LogScreen(LiveView[LogData], Screen[None]):
         return LogData(chunks, status)
 
     def show(self, data: LogData) -> None:
-        log = self.query_one(Log)
+        log = self.query_one(WrapLog)
         for c in data.chunks:
             if c["id"] <= self.after:
                 continue
             self.after = c["id"]
-            text = (
-                c["data"]
-                if self.job
-                else "".join(f"[{c['job']}] {ln}" for ln in c["data"].splitlines(keepends=True))
-            )
+            out = printable_log(c["data"])  # control characters escaped (`\x1b`), not � nor live
+            text = out if self.job else "".join(f"[{c['job']}] {ln}" for ln in out.splitlines(keepends=True))
             log.write(text, scroll_end=self.follow)
         subtitle = status_text(data.status)
         if self.query_one("#log-view").border_subtitle != subtitle:
@@ -344,7 +340,7 @@ class LogScreen(LiveView[LogData], Screen[None]):
 
     def _following(self, on: bool) -> None:
         self.follow = on
-        log = self.query_one(Log)
+        log = self.query_one(WrapLog)
         log.auto_scroll = on
         if on:
             log.scroll_end(animate=False)
@@ -355,13 +351,21 @@ class LogScreen(LiveView[LogData], Screen[None]):
             return  # typing a search: the keys are the field's
         if self.follow:
             self._following(False)
-        log = self.query_one(Log)
+        log = self.query_one(WrapLog)
         {"page": log.scroll_page_up, "line": log.scroll_up, "top": log.scroll_home}[how](animate=False)
 
     def action_to_end(self) -> None:
         if self.focused is not None and self.focused.id == "log-search":
             return
         self._following(True)
+
+    def action_toggle_wrap(self) -> None:
+        """Long lines wrapped at the view's width, or whole on one row (scroll sideways)."""
+        log = self.query_one(WrapLog)
+        log.set_wrap(not log.wrap)
+        if self.follow:
+            log.scroll_end(animate=False)
+        self._title()
 
     def action_search(self) -> None:
         box = self.query_one("#log-search", Input)
@@ -371,27 +375,29 @@ class LogScreen(LiveView[LogData], Screen[None]):
     @on(Input.Submitted, "#log-search")
     def _search_submitted(self, event: Input.Submitted) -> None:
         event.input.remove_class("shown")
-        self.query_one(Log).focus()
+        self.query_one(WrapLog).focus()
         self.needle = event.value
         self.found = None
         if self.needle:
-            self._find(int(self.query_one(Log).scroll_y))
+            log = self.query_one(WrapLog)
+            self._find(log.line_at(int(log.scroll_y)))
 
     def on_key(self, event: Any) -> None:
         if event.key == "escape" and self.focused is not None and self.focused.id == "log-search":
             event.stop()
             self.focused.remove_class("shown")
-            self.query_one(Log).focus()
+            self.query_one(WrapLog).focus()
 
     def action_next_match(self) -> None:
         if not self.needle:
             self.notify("search first with /", severity="warning")
             return
-        self._find((self.found if self.found is not None else int(self.query_one(Log).scroll_y) - 1) + 1)
+        log = self.query_one(WrapLog)
+        self._find((self.found if self.found is not None else log.line_at(int(log.scroll_y)) - 1) + 1)
 
     def _find(self, start: int) -> None:
         """The first line from `start` on (then from the top) that has the needle: shown at the top."""
-        log = self.query_one(Log)
+        log = self.query_one(WrapLog)
         lines = log.lines
         order = list(range(start, len(lines))) + list(range(0, min(start, len(lines))))
         hit = next((i for i in order if self.needle in lines[i]), None)
@@ -402,7 +408,7 @@ class LogScreen(LiveView[LogData], Screen[None]):
         if self.follow:
             self.follow = False
             log.auto_scroll = False
-        log.scroll_to(y=hit, animate=False)
+        log.scroll_to(y=log.row_of(hit), animate=False)
         self._title()
 
     def action_help(self) -> None:

@@ -147,3 +147,34 @@ def test_w_wraps_long_log_lines_and_control_characters_are_shown_escaped(proj: P
             assert "END" not in "".join(rows())
 
     asyncio.run(go())
+
+
+def footer(app) -> str:
+    """The footer as drawn (its keys and their words), one line."""
+    from textual.widgets import Footer
+
+    bar = app.screen.query_one(Footer)
+    return " ".join(k.render_line(0).text.strip() for k in bar.query("FooterKey") if k.region.width)
+
+
+def test_the_footer_shows_the_panes_enter_and_fits_80_columns(proj: Proj) -> None:
+    """DataTable's own enter (hidden) took the key from the pane's, so the footer never said what
+    enter does; the Runs footer was cut at 80 columns."""
+    fixed_demo(proj)
+
+    async def go() -> None:
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            assert "⏎ Preview" in footer(app)
+            await pilot.press("2")
+            await settle(pilot, app)
+            line = footer(app)
+            assert "⏎ Open" in line and line.endswith("q Quit"), line  # nothing cut at the right
+            assert "o Order" not in line  # in the help (?), not the footer
+            await pilot.press("enter")  # and enter does what the footer says
+            from tui.screens.run import RunScreen
+
+            await settle(pilot, app, until=lambda: isinstance(app.screen, RunScreen))
+
+    asyncio.run(go())

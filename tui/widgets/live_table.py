@@ -43,6 +43,13 @@ class LiveTable(DataTable):
         self._rows: dict[str, tuple[Cell, ...]] = {}
         self._order: list[str] = []
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Enter is the pane's (Preview, Open, Start run): DataTable's own enter (select_cursor,
+        # not shown) would take the key and leave the footer without it
+        if action == "select_cursor":
+            return False
+        return super().check_action(action, parameters)
+
     def on_mount(self) -> None:
         for key, label in self._columns:
             self.add_column(label, key=key)

@@ -508,31 +508,55 @@ class Service:
             out[j["run_id"]] = {"kind": j["status"], "job": j["name"], "reason": j["reason"]}
             if j["status"] == "held":
                 held.append(j)
-        if held:
-            ids = [j["run_id"] for j in held]
-            plans = {
-                r["id"]: loads(r["plan"], {})
-                for r in self.db.all(f"SELECT id, plan FROM runs WHERE id IN ({_marks(ids)})", ids)
+        details = self._holds(held)
+        for j in held:
+            out[j["run_id"]].update(details[j["id"]])
+        return out
+
+    def held_whys(self, run_id: int) -> dict[str, dict[str, Any]]:
+        """Each held job of the run (by name) and what it waits for, as a run's why says it for its
+        first held job: approvers, approvals so far, since when, until when (the run view)."""
+        held = self.db.all(
+            "SELECT id, run_id, name, base, status, reason, hold_deadline FROM jobs "
+            "WHERE run_id = ? AND status = 'held' ORDER BY position, id",
+            (run_id,),
+        )
+        details = self._holds(held)
+        return {
+            j["name"]: {"kind": "held", "job": j["name"], "reason": j["reason"], **details[j["id"]]}
+            for j in held
+        }
+
+    def _holds(self, held: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+        """For held jobs (rows with id, run_id, base, hold_deadline): who may release each, how many
+        must, who approved so far, four-eyes, held since and until (by job id)."""
+        if not held:
+            return {}
+        ids = sorted({j["run_id"] for j in held})
+        plans = {
+            r["id"]: loads(r["plan"], {})
+            for r in self.db.all(f"SELECT id, plan FROM runs WHERE id IN ({_marks(ids)})", ids)
+        }
+        since = {
+            e["job_id"]: e["at"]
+            for e in self.db.all(
+                f"SELECT job_id, MAX(at) AS at FROM events WHERE run_id IN ({_marks(ids)}) AND kind = 'job.held' "
+                "GROUP BY job_id",
+                ids,
+            )
+        }
+        approvals = approvals_of(self.db, ids)
+        out: dict[int, dict[str, Any]] = {}
+        for j in held:
+            hold = (plans.get(j["run_id"], {}).get("jobs", {}).get(j["base"]) or {}).get("hold") or {}
+            out[j["id"]] = {
+                "approvers": list(hold.get("approvers") or []),
+                "needed": int(hold.get("approvals") or 1),
+                "approved_by": [a["by"] for a in approvals.get(j["id"], [])],
+                "four_eyes": bool(hold.get("four_eyes")),
+                "since": iso(since.get(j["id"])),
+                "deadline": iso(j["hold_deadline"]),
             }
-            since = {
-                e["job_id"]: e["at"]
-                for e in self.db.all(
-                    f"SELECT job_id, MAX(at) AS at FROM events WHERE run_id IN ({_marks(ids)}) AND kind = 'job.held' "
-                    "GROUP BY job_id",
-                    ids,
-                )
-            }
-            approvals = approvals_of(self.db, ids)
-            for j in held:
-                hold = (plans.get(j["run_id"], {}).get("jobs", {}).get(j["base"]) or {}).get("hold") or {}
-                out[j["run_id"]].update(
-                    approvers=list(hold.get("approvers") or []),
-                    needed=int(hold.get("approvals") or 1),
-                    approved_by=[a["by"] for a in approvals.get(j["id"], [])],
-                    four_eyes=bool(hold.get("four_eyes")),
-                    since=iso(since.get(j["id"])),
-                    deadline=iso(j["hold_deadline"]),
-                )
         return out
 
     def list_agents(self) -> list[dict[str, Any]]:

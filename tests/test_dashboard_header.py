@@ -249,3 +249,47 @@ def test_workflows_pane_says_when_a_closed_window_opens(proj: Proj) -> None:
             assert state.startswith("◷ maintenance: opens ") and "01-01 02:00" in state
 
     asyncio.run(go())
+
+
+def test_a_held_jobs_line_in_the_run_view_says_approvers_approvals_since_and_time_left(proj: Proj) -> None:
+    """The run view's held job says what the Runs row says (core's held_whys and _whys share one
+    computation, why_text the words): approvers, approvals so far, held since, time left."""
+    fixed_demo(proj)
+    from core.service import record_event
+    from core.store.db import dumps, loads, now
+
+    svc = proj.service()
+    with svc.db.write() as tx:
+        run = svc.db.one("SELECT plan FROM runs WHERE id = 2")
+        plan = loads(run["plan"])
+        plan["jobs"]["ship"]["hold"].update(approvers=["carol", "dave"], approvals=2)
+        ship = svc.db.one("SELECT id FROM jobs WHERE run_id = 2 AND name = 'ship'")["id"]
+        tx.execute("UPDATE runs SET plan = ? WHERE id = 2", (dumps(plan),))
+        tx.execute("UPDATE jobs SET hold_deadline = ? WHERE id = ?", (now() + 3 * 3600 + 350, ship))
+        tx.insert(
+            "approvals",
+            {"job_id": ship, "run_id": 2, "approver": "carol", "actor": "carol@jump-1", "at": now() - 60},
+        )
+        record_event(tx, "job.held", "sluice", "ship held", run_id=2, job_id=ship)
+        tx.execute(
+            "UPDATE events SET at = ? WHERE kind = 'job.held' AND job_id = ?", (now() - 14 * 60 - 5, ship)
+        )
+    held = "held 14m · approvers: carol, dave · 1 of 2: carol · 3h05m left"
+
+    async def go() -> None:
+        from tui.screens.run import RunScreen
+
+        app = app_for(proj)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app)
+            await pilot.press("2")
+            await settle(pilot, app)
+            assert str(app.pane("runs").table.get_row("2")[3]) == f"ship {held}"
+            await pilot.press("enter")
+            await settle(pilot, app, until=lambda: isinstance(app.screen, RunScreen) and app.screen.view)
+            screen = app.screen
+            assert str(screen.query_one("#jobs").get_row("ship")[3]) == f"Ship it?; {held}"
+            await pilot.press("down")  # the detail line says it in full, at 80 columns too
+            assert str(screen.query_one("#job-detail").render()) == f"ship held · Ship it? · {held}"
+
+    asyncio.run(go())

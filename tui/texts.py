@@ -132,14 +132,15 @@ def _span(secs: float) -> str:
     return f"{int(secs // 86400)}d"
 
 
-def why_text(why: dict[str, Any] | None, now: float) -> str:
-    """A run's reason, inline: `held 14m · approvers: seniors · 1 of 2`, `waiting: no enabled agent in prod`."""
+def why_text(why: dict[str, Any] | None, now: float, *, job: bool = True) -> str:
+    """A run's reason, inline: `swap held 14m · approvers: seniors · 1 of 2`, `waiting: no enabled
+    agent in prod`. Without `job`, the held job's own line in the run view: `held 14m · …`."""
     if not why:
         return ""
     if why["kind"] != "held":
         reason = why["reason"] or "waiting"
         return reason if reason.startswith(("waiting", "frozen", "paused")) else f"waiting: {reason}"
-    bits = [f"{why['job']} held {ago(why.get('since'), now)}".rstrip()]
+    bits = [(f"{why['job']} " if job else "") + f"held {ago(why.get('since'), now)}".rstrip()]
     if why.get("approvers"):
         bits.append("approvers: " + ", ".join(why["approvers"]))
     if why.get("needed", 1) > 1:

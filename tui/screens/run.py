@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from core.statuses import FINAL_RUN
 
 from ..glyphs import status_text
 from ..messages import LiveView
-from ..texts import printable, printable_log, rerun_plan
+from ..texts import printable, printable_log, rerun_plan, why_text
 from ..widgets.live_table import LiveTable
 from ..widgets.wrap_log import WrapLog
 from .base import ReadOnlyAware, styled_status
@@ -35,7 +36,15 @@ def short(iso_time: str | None) -> str:
     return iso_time[5:16].replace("T", " ") if iso_time else ""
 
 
-class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
+@dataclass(frozen=True)
+class RunData:
+    """What the run view's fetch returns: the run, and what each held job waits for."""
+
+    view: RunView
+    holds: dict[str, dict[str, Any]]  # held job name -> its why (core's Service.held_whys)
+
+
+class RunScreen(ReadOnlyAware, LiveView[RunData], Screen[None]):
     BINDINGS = [  # the footer's and the help's (key_table)
         Binding("escape,backspace", "back", "Back", id="run.back"),
         Binding("r", "release", "Release", id="run.release"),
@@ -51,6 +60,7 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
         super().__init__()
         self.run_id = run_id
         self.view: RunView | None = None
+        self.holds: dict[str, dict[str, Any]] = {}
         self.plan: dict[str, Any] | None = None
 
     @classmethod
@@ -83,15 +93,20 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
         self.sluice.kick()
 
     # live data (fetch runs in the app's poller thread)
-    def fetch(self) -> RunView:
+    def fetch(self) -> RunData:
         if self.plan is None:  # the job graph, for the tree: fetched once
             from core.store.db import loads
 
             self.plan = loads(self.sluice.svc.run_row(self.run_id)["plan"])
-        return self.sluice.svc.run_view(self.run_id)
+        svc = self.sluice.svc
+        view = svc.run_view(self.run_id)
+        holds = svc.held_whys(self.run_id) if any(j["status"] == "held" for j in view["jobs"]) else {}
+        return RunData(view, holds)
 
-    def show(self, view: RunView) -> None:
-        self.view = view
+    def show(self, data: RunData) -> None:
+        view = self.view = data.view
+        self.holds = data.holds
+        t = time.time()
         summary = Text.assemble(
             (f"#{view['id']} {view['target']} ", "bold"),
             styled_status(view["status"]),
@@ -113,7 +128,14 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
         depth = _depths(self.plan)
         for j in view["jobs"]:
             detail = "; ".join(
-                x for x in [j["reason"] or "", " ".join(f"{k}={v}" for k, v in j["outputs"].items())] if x
+                x
+                for x in [
+                    j["reason"] or "",
+                    # a held job: its approvers, approvals so far, held since, time left, as in Runs
+                    why_text(self.holds.get(j["name"]), t, job=False) if j["status"] == "held" else "",
+                    " ".join(f"{k}={v}" for k, v in j["outputs"].items()),
+                ]
+                if x
             )
             by = released(j)
             base = j["name"].split("[")[0]
@@ -136,9 +158,13 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
         bits = [f"{j['name']} {j['status'].replace('_', ' ')}" + (f" on {j['agent']}" if j["agent"] else "")]
         if j["reason"]:
             bits.append(j["reason"])
+        if j["status"] == "held" and j["name"] in self.holds:
+            bits.append(why_text(self.holds[j["name"]], time.time(), job=False))
         if j["outputs"]:
             bits.append(" ".join(f"{k}={v}" for k, v in j["outputs"].items()))
         by = released(j)
+        if by.startswith("approved"):  # a held job's approvals so far: said by its why already
+            by = "" if j["name"] in self.holds else by
         if by:
             bits.append(by if by.startswith("approved") else f"released by {by}")
         return " · ".join(bits)

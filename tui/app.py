@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -97,14 +98,14 @@ class StatusLine(LiveView[dict[str, Any]], Static):
         width = max(20, self.content_size.width or self.app.size.width - 2)  # the padding
         line, col = Text(), 0
         for i, (text, style) in enumerate(self._parts):
-            if i and col + 3 + len(text) > width:
+            if i and col + 3 + cell_len(text) > width:
                 line.append("\n")
                 col = 0
             elif i:
                 line.append(" · ")
                 col += 3
             line.append(text, style=style)
-            col += len(text)
+            col += cell_len(text)
         if line != getattr(self, "_line", None):
             self._line = line
             self.update(line)

@@ -17,7 +17,7 @@ from .plan import method_plan, secret_names, spec_from, workflow_plan
 from .shapes import EventView, JobView, Plan, RunView
 from .statuses import FINAL_JOB, FINAL_RUN
 from .store.db import Database, Tx, dumps, loads, now, resolve_url
-from .times import agent_timeout, iso, next_fire
+from .times import agent_timeout, beat_interval, iso, lease_seconds, next_fire
 
 
 def record_event(
@@ -47,6 +47,32 @@ def record_event(
             }
         ],
     )
+
+
+def engine_state(lease: Mapping[str, Any] | None, t: float) -> dict[str, Any]:
+    """The engine as the dashboard's header says it, from the scheduler lease (the engine's
+    heartbeat: it renews the lease every `beat_interval()`, to `lease_seconds()` ahead).
+
+    `state` is one of: `up`; `late` (the last beat is older than one interval and a missed one,
+    but the lease still runs); `down` (the lease ran out: the engine died or cannot reach the
+    store); `stopped` (the engine gave the lease up as it stopped); `never` (no engine ever took
+    it). `beat_age`: seconds since the last beat, when that is known. The lease stores only when
+    it expires, so the beat is that less the lease's length (the same SLUICE_LEASE_SECONDS the
+    engine reads)."""
+    if lease is None:
+        return {"state": "never", "up": False, "holder": None, "host": None, "beat_age": None}
+    holder = lease["holder"]
+    out: dict[str, Any] = {"holder": holder, "host": holder.split(":")[0] or None}
+    if lease["expires_at"] <= 0:  # Lease.release: a clean stop
+        return {**out, "state": "stopped", "up": False, "beat_age": None}
+    age = max(0.0, t - (lease["expires_at"] - lease_seconds()))
+    if lease["expires_at"] <= t:
+        state = "down"
+    elif age > 2 * beat_interval():  # one beat missed, and the next one overdue
+        state = "late"
+    else:
+        state = "up"
+    return {**out, "state": state, "up": state != "down", "beat_age": age}
 
 
 def record_events(tx: Tx, events: list[dict[str, Any]]) -> None:
@@ -482,31 +508,55 @@ class Service:
             out[j["run_id"]] = {"kind": j["status"], "job": j["name"], "reason": j["reason"]}
             if j["status"] == "held":
                 held.append(j)
-        if held:
-            ids = [j["run_id"] for j in held]
-            plans = {
-                r["id"]: loads(r["plan"], {})
-                for r in self.db.all(f"SELECT id, plan FROM runs WHERE id IN ({_marks(ids)})", ids)
+        details = self._holds(held)
+        for j in held:
+            out[j["run_id"]].update(details[j["id"]])
+        return out
+
+    def held_whys(self, run_id: int) -> dict[str, dict[str, Any]]:
+        """Each held job of the run (by name) and what it waits for, as a run's why says it for its
+        first held job: approvers, approvals so far, since when, until when (the run view)."""
+        held = self.db.all(
+            "SELECT id, run_id, name, base, status, reason, hold_deadline FROM jobs "
+            "WHERE run_id = ? AND status = 'held' ORDER BY position, id",
+            (run_id,),
+        )
+        details = self._holds(held)
+        return {
+            j["name"]: {"kind": "held", "job": j["name"], "reason": j["reason"], **details[j["id"]]}
+            for j in held
+        }
+
+    def _holds(self, held: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+        """For held jobs (rows with id, run_id, base, hold_deadline): who may release each, how many
+        must, who approved so far, four-eyes, held since and until (by job id)."""
+        if not held:
+            return {}
+        ids = sorted({j["run_id"] for j in held})
+        plans = {
+            r["id"]: loads(r["plan"], {})
+            for r in self.db.all(f"SELECT id, plan FROM runs WHERE id IN ({_marks(ids)})", ids)
+        }
+        since = {
+            e["job_id"]: e["at"]
+            for e in self.db.all(
+                f"SELECT job_id, MAX(at) AS at FROM events WHERE run_id IN ({_marks(ids)}) AND kind = 'job.held' "
+                "GROUP BY job_id",
+                ids,
+            )
+        }
+        approvals = approvals_of(self.db, ids)
+        out: dict[int, dict[str, Any]] = {}
+        for j in held:
+            hold = (plans.get(j["run_id"], {}).get("jobs", {}).get(j["base"]) or {}).get("hold") or {}
+            out[j["id"]] = {
+                "approvers": list(hold.get("approvers") or []),
+                "needed": int(hold.get("approvals") or 1),
+                "approved_by": [a["by"] for a in approvals.get(j["id"], [])],
+                "four_eyes": bool(hold.get("four_eyes")),
+                "since": iso(since.get(j["id"])),
+                "deadline": iso(j["hold_deadline"]),
             }
-            since = {
-                e["job_id"]: e["at"]
-                for e in self.db.all(
-                    f"SELECT job_id, MAX(at) AS at FROM events WHERE run_id IN ({_marks(ids)}) AND kind = 'job.held' "
-                    "GROUP BY job_id",
-                    ids,
-                )
-            }
-            approvals = approvals_of(self.db, ids)
-            for j in held:
-                hold = (plans.get(j["run_id"], {}).get("jobs", {}).get(j["base"]) or {}).get("hold") or {}
-                out[j["run_id"]].update(
-                    approvers=list(hold.get("approvers") or []),
-                    needed=int(hold.get("approvals") or 1),
-                    approved_by=[a["by"] for a in approvals.get(j["id"], [])],
-                    four_eyes=bool(hold.get("four_eyes")),
-                    since=iso(since.get(j["id"])),
-                    deadline=iso(j["hold_deadline"]),
-                )
         return out
 
     def list_agents(self) -> list[dict[str, Any]]:
@@ -657,13 +707,8 @@ class Service:
             or 0
         )
         paused = int(self.db.scalar("SELECT COUNT(*) FROM workflow_states WHERE paused = 1") or 0)
-        up = lease is not None and lease["expires_at"] > t
         return {
-            "engine": {
-                "up": up,
-                "holder": lease["holder"] if lease else None,
-                "expires_in": (lease["expires_at"] - t) if lease else None,
-            },
+            "engine": engine_state(lease, t),
             "held": counts.get("held", 0),
             "waiting": counts.get("waiting", 0),
             "failed_today": failed,

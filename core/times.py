@@ -38,3 +38,14 @@ def next_fire(cron: str, tz: str | None, after: float | None = None) -> float | 
 def agent_timeout() -> float:
     """A heartbeat older than this marks an agent lost (and an agent cut off this long stops its jobs)."""
     return float(os.environ.get("SLUICE_AGENT_TIMEOUT", "15"))
+
+
+def lease_seconds() -> float:
+    """How long the scheduler lease lasts without renewal (tests shorten it)."""
+    return float(os.environ.get("SLUICE_LEASE_SECONDS", "10"))
+
+
+def beat_interval() -> float:
+    """How often the engine renews its lease (and beats for its agents): a third of the shorter of
+    the lease and the agent timeout, so two beats may be missed before either runs out."""
+    return min(lease_seconds(), agent_timeout()) / 3

@@ -25,7 +25,7 @@ from tui.app import SluiceApp  # noqa: E402
 
 SHOTS = [
     ("queue-marked", ["space", "space", "down", "space"]),
-    ("run-on-hold", ["2", "enter"]),
+    ("run-on-hold", ["2", "enter", "G", "k"]),  # the cursor on the held swap: its detail line
     ("runs", ["2"]),
     ("agents", ["3"]),
     ("workflows", ["4"]),

@@ -125,6 +125,7 @@ def fixed_demo(proj: Proj) -> None:
         tx.execute("UPDATE queue_items SET queued_at = ? + id * 60", (T0,))
         tx.execute("UPDATE runs SET created_at = ? + id * 100", (T0,))
         tx.execute("UPDATE workflow_states SET paused_at = ?", (T0 + 400,))
+        tx.execute("UPDATE events SET at = ? + id * 30", (T0,))  # the History pane's times
 
 
 def app_for(proj: Proj, **kw):

@@ -233,7 +233,16 @@ def test_cancel_on_a_finished_run_says_so_without_a_dialog(proj: Proj) -> None:
             from tui.screens.modals import ConfirmScreen
 
             assert not isinstance(app.screen, ConfirmScreen)
-            assert "run #1 already succeeded: nothing to cancel" in toasts(app)
+            assert toasts(app) == ["run #1 already succeeded: nothing to cancel"]  # one toast says why
+            app.clear_notifications()
+            await pilot.press("enter")  # and the same in the run view
+            from tui.screens.run import RunScreen
+
+            await settle(pilot, app, until=lambda: isinstance(app.screen, RunScreen) and app.screen.view)
+            await pilot.press("c")
+            await settle(pilot, app, until=lambda: toasts(app))
+            assert isinstance(app.screen, RunScreen)
+            assert toasts(app) == ["run #1 already succeeded: nothing to cancel"]
 
     run(go())
     assert proj.service().db.scalar("SELECT cancel_requested FROM runs WHERE id = 1") == 0

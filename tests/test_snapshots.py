@@ -32,6 +32,7 @@ CASES = {
     "runs": steps("2"),
     "agents": steps("3"),
     "workflows": steps("4"),
+    "history": steps("5"),
     "run_view": steps("2", "enter"),
     "log_view": steps("2", "down", "enter", "l"),
     "confirm_execute": steps("space", "space", "x"),
@@ -60,7 +61,16 @@ def test_read_only_footer_has_no_actions(snap_compare, proj: Proj) -> None:
 
 # What jump hosts get: 16 colours (TERM=xterm picks the ansi-dark theme) and NO_COLOR (no colour
 # at all: the cursor, focus and the current tab must still show, by reverse video and bold).
-MODE_CASES = ["queue_marked", "runs", "run_view", "confirm_execute", "start_form", "help"]
+MODE_CASES = [
+    "queue_marked",
+    "runs",
+    "run_view",
+    "log_view",
+    "history",
+    "confirm_execute",
+    "start_form",
+    "help",
+]
 
 
 @pytest.mark.sqlite_only("pixels, not data paths: the Pilot tests drive the dashboard on both backends")

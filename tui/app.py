@@ -17,10 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 from textual.widgets import ContentSwitcher, Footer, Input, Static
 
 from core import holds
@@ -44,6 +46,7 @@ from .messages import (
 from .panes import PANES, Pane
 from .screens.modals import ConfirmScreen, FormScreen, HelpScreen
 from .screens.run import LogScreen, RunScreen
+from .texts import engine_words, printable
 
 POLL_SECONDS = 0.5
 
@@ -58,8 +61,9 @@ GLOBAL_HELP = [
 
 
 class StatusLine(LiveView[dict[str, Any]], Static):
-    """The line under the tabs: the engine up or down, what waits on people and agents, what
-    failed today, what is paused, and a freeze in force (core's Service.overview)."""
+    """The line under the tabs: the engine up or down with its heartbeat's age, what waits on
+    people and agents, what failed today, what is paused, and a freeze in force (core's
+    Service.overview). At 80 columns it may take a second row rather than cut a part."""
 
     @property
     def sluice(self) -> SluiceApp:
@@ -69,14 +73,9 @@ class StatusLine(LiveView[dict[str, Any]], Static):
         return self.sluice.svc.overview()
 
     def show(self, data: dict[str, Any]) -> None:
-        line = Text()
-        engine = data["engine"]
-        if engine["up"]:
-            host = (engine["holder"] or "").split(":")[0]
-            line.append("● engine up", style="bold green")
-            line.append(f" ({host})" if host else "")
-        else:
-            line.append("✗ engine down", style="bold red")
+        words, tone = engine_words(data["engine"])
+        style = {"good": "bold green", "warn": "bold yellow"}.get(tone, "bold red")
+        parts: list[tuple[str, str]] = [(words, style)]
         for n, what, style in (
             (data["held"], "held", "bold yellow"),
             (data["waiting"], "waiting", ""),
@@ -84,12 +83,30 @@ class StatusLine(LiveView[dict[str, Any]], Static):
             (data["paused"], "paused", "yellow"),
         ):
             if n:
+                parts.append((f"{n} {what}", style))
+        parts += [(f"❄ {printable(text, cell=True)}", "bold reverse") for text in data["frozen"]]
+        if parts != getattr(self, "_parts", None):  # unchanged: nothing sent to the terminal
+            self._parts = parts
+            self._lay_out()
+
+    def on_resize(self) -> None:
+        if getattr(self, "_parts", None):
+            self._lay_out()
+
+    def _lay_out(self) -> None:
+        """The parts joined by ` · `, a part that would pass the right edge starting the next row."""
+        width = max(20, self.content_size.width or self.app.size.width - 2)  # the padding
+        line, col = Text(), 0
+        for i, (text, style) in enumerate(self._parts):
+            if i and col + 3 + cell_len(text) > width:
+                line.append("\n")
+                col = 0
+            elif i:
                 line.append(" · ")
-                line.append(f"{n} {what}", style=style)
-        for text in data["frozen"]:
-            line.append(" · ")
-            line.append(f"❄ {text}", style="bold reverse")
-        if line != getattr(self, "_line", None):  # unchanged: nothing sent to the terminal
+                col += 3
+            line.append(text, style=style)
+            col += cell_len(text)
+        if line != getattr(self, "_line", None):
             self._line = line
             self.update(line)
 
@@ -166,12 +183,27 @@ class SluiceApp(App[None]):
         self._stop.set()
         self._kick.set()
 
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every toast is plain text, escaped: messages quote names, reasons and values people typed
+        (`[/x]` there is text, not markup to parse or to fail on). Widgets' notify ends here too."""
+        super().notify(
+            printable(message), title=printable(title), severity=severity, timeout=timeout, markup=False
+        )
+
     def pane(self, pid: str) -> Pane:
         return self.query_one(f"#{pid}", Pane)
 
     def _topbar(self) -> None:
         parts = Text()
-        parts.append(f"sluice · {self.svc.project.name}  ", style="bold")
+        parts.append(f"sluice · {printable(self.svc.project.name, cell=True)}  ", style="bold")
         for key, pid, _ in PANES:
             label = f" {key} {pid.title()} "
             parts.append(label, style="reverse bold" if pid == self.active else "")

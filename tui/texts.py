@@ -2,7 +2,46 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# ---------------------------------------------------------------- text from users
+# Notes, inputs, reasons, names and log lines shown in tables came from users or jobs: their
+# control characters are shown escaped (`\x1b`), never sent live, so a note cannot hide or
+# rewrite lines on a reviewer's screen (SPEC 10). `--json` carries the raw text. The dashboard
+# escapes the same way, and shows such text as plain Text, never as markup (`[/x]` is text).
+
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f"  # C0 (but tab) and C1 controls: ESC, CR, BS, CSI, …
+    "\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"  # bidi overrides, separators
+    "\ud800-\udfff]"  # lone surrogates (bytes that were not UTF-8)
+)
+_UNSAFE_CELL = re.compile(_UNSAFE.pattern[:-1] + "\t]")  # in a table a tab breaks the columns too
+
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_one(m: re.Match[str]) -> str:
+    ch = m.group(0)
+    if ch in _NAMED:
+        return _NAMED[ch]
+    c = ord(ch)
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def printable(text: str, *, cell: bool = False) -> str:
+    """Text with its control characters escaped, safe to send to a terminal."""
+    return (_UNSAFE_CELL if cell else _UNSAFE).sub(_escape_one, text)
+
+
+_LINES = re.compile(r"(.*?)(\r\n|\r|\n|$)", re.S)
+
+
+def printable_log(text: str) -> str:
+    """A job's output with its control characters escaped, its line breaks kept (`\r\n`, and a lone
+    `\r` as a progress bar uses it, end a line as `\n` does): for the dashboard's log view."""
+    return "".join(printable(line) + ("\n" if end else "") for line, end in _LINES.findall(text)[:-1])
 
 
 def preview_lines(p: dict[str, Any]) -> list[str]:
@@ -81,6 +120,11 @@ def ago(iso_time: str | None, now: float) -> str:
     secs = abs(now - datetime.fromisoformat(iso_time).timestamp())
     if secs < 60:  # not to the second: a cell that changed every poll would repaint the table
         return "<1m"
+    return _span(secs)
+
+
+def _span(secs: float) -> str:
+    """`14m`, `2h05m`, `3d` for SECS of a minute or more."""
     if secs < 3600:
         return f"{int(secs // 60)}m"
     if secs < 86400:
@@ -88,14 +132,15 @@ def ago(iso_time: str | None, now: float) -> str:
     return f"{int(secs // 86400)}d"
 
 
-def why_text(why: dict[str, Any] | None, now: float) -> str:
-    """A run's reason, inline: `held 14m · approvers: seniors · 1 of 2`, `waiting: no enabled agent in prod`."""
+def why_text(why: dict[str, Any] | None, now: float, *, job: bool = True) -> str:
+    """A run's reason, inline: `swap held 14m · approvers: seniors · 1 of 2`, `waiting: no enabled
+    agent in prod`. Without `job`, the held job's own line in the run view: `held 14m · …`."""
     if not why:
         return ""
     if why["kind"] != "held":
         reason = why["reason"] or "waiting"
         return reason if reason.startswith(("waiting", "frozen", "paused")) else f"waiting: {reason}"
-    bits = [f"{why['job']} held {ago(why.get('since'), now)}".rstrip()]
+    bits = [(f"{why['job']} " if job else "") + f"held {ago(why.get('since'), now)}".rstrip()]
     if why.get("approvers"):
         bits.append("approvers: " + ", ".join(why["approvers"]))
     if why.get("needed", 1) > 1:
@@ -106,3 +151,31 @@ def why_text(why: dict[str, Any] | None, now: float) -> str:
     if why.get("deadline"):
         bits.append(f"{ago(why['deadline'], now)} left")
     return " · ".join(bits)
+
+
+def beat_age(secs: float) -> str:
+    """How old a heartbeat is, in 5-second steps (`<5s`, `5s`, `10s`, then `1m`, `2h05m`): a header
+    that changed every second would send bytes every second while nothing happens."""
+    if secs < 5:
+        return "<5s"
+    if secs < 60:
+        return f"{int(secs // 5) * 5}s"
+    return _span(secs)
+
+
+def engine_words(engine: dict[str, Any]) -> tuple[str, str]:
+    """The header's first words about the engine (core's Service.overview), and their tone:
+    `● engine up (jump-1) · beat <5s ago`, `◔ … beat 10s ago, late`, `✗ engine down (last beat
+    5m ago)`, `(stopped)`, `(never started)`."""
+    state = engine["state"]
+    host = f" ({engine['host']})" if engine.get("host") else ""
+    if state == "up":
+        return f"● engine up{host} · beat {beat_age(engine['beat_age'])} ago", "good"
+    if state == "late":
+        return f"◔ engine up{host} · beat {beat_age(engine['beat_age'])} ago, late", "warn"
+    why = {
+        "down": f"last beat {beat_age(engine['beat_age'] or 0)} ago",
+        "stopped": "stopped",
+        "never": "never started",
+    }[state]
+    return f"✗ engine down ({why})", "bad"

@@ -22,17 +22,16 @@ import uuid
 from pathlib import Path
 
 from .. import identity
-from ..agents.agent import agent_timeout
 from ..definitions import DefinitionError, load_project
 from ..service import record_event
 from ..store.db import FENCE_LOCK, Database, LostLease, StoreError, StoreUnavailable, now, resolve_url
+from ..times import beat_interval, lease_seconds
 from ..wake import WakeSocket, poke
 from .notify import Notifier
 from .scheduler import Scheduler
 from .sealing import Sealer
 
-# how long the scheduler lease lasts without renewal (tests shorten it)
-LEASE_SECONDS = float(os.environ.get("SLUICE_LEASE_SECONDS", "10"))
+LEASE_SECONDS = lease_seconds()  # how long the scheduler lease lasts without renewal (tests shorten it)
 IDLE_TICK = 1.0  # a safety net; wake-ups do the real work
 SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while another waits for it
 TICK_GAP = 0.01  # at most one tick per this many seconds for our own jobs' endings
@@ -245,7 +244,7 @@ class Engine:
                         log("another engine holds the scheduler lease; stopping")
                         self.scheduler.cancel_all("engine lost its lease")
                         return 1
-                    next_beat = t + min(LEASE_SECONDS, agent_timeout()) / 3
+                    next_beat = t + beat_interval()
                 if self.stop_mode:
                     self.scheduler.draining = True
                     if self.stop_mode == "now":

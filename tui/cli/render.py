@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from ..glyphs import GLYPHS
+from ..texts import printable
 
 COLOURS = {
     "succeeded": "32",
@@ -21,35 +22,6 @@ COLOURS = {
     "cancelled": "35",
     "waiting": "34",
 }
-
-
-# ---------------------------------------------------------------- text from users
-# Notes, inputs, reasons, names and log lines shown in tables came from users or jobs: their
-# control characters are shown escaped (`\x1b`), never sent live, so a note cannot hide or
-# rewrite lines on a reviewer's screen (SPEC 10). `--json` carries the raw text.
-
-_UNSAFE = re.compile(
-    "[\x00-\x08\x0a-\x1f\x7f-\x9f"  # C0 (but tab) and C1 controls: ESC, CR, BS, CSI, …
-    "\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"  # bidi overrides, separators
-    "\ud800-\udfff]"  # lone surrogates (bytes that were not UTF-8)
-)
-_UNSAFE_CELL = re.compile(_UNSAFE.pattern[:-1] + "\t]")  # in a table a tab breaks the columns too
-
-
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escape_one(m: re.Match[str]) -> str:
-    ch = m.group(0)
-    if ch in _NAMED:
-        return _NAMED[ch]
-    c = ord(ch)
-    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
-
-
-def printable(text: str, *, cell: bool = False) -> str:
-    """Text with its control characters escaped, safe to send to a terminal."""
-    return (_UNSAFE_CELL if cell else _UNSAFE).sub(_escape_one, text)
 
 
 # ---------------------------------------------------------------- output helpers

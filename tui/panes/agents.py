@@ -64,6 +64,13 @@ class AgentsPane(Pane):
         )
         self.set_count(len(agents), len(agents))
 
+    def detail(self, row: dict[str, Any]) -> str:
+        bits = [f"{row['name']} {row['state']}" + (f" with {', '.join(row['jobs'])}" if row["jobs"] else "")]
+        if row["resources"]:
+            bits.append("resources: " + ", ".join(row["resources"]))
+        bits.append(f"on {row['host']}, last heartbeat {short(row['heartbeat_at'])}")
+        return " · ".join(bits)
+
     def action_enable(self) -> None:
         self._set(True)
 

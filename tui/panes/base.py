@@ -9,10 +9,12 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import Input
+from textual.content import Content
+from textual.widgets import Input, Static
 
 from ..messages import LiveView
 from ..screens.base import ReadOnlyAware
+from ..texts import printable
 from ..widgets.live_table import LiveTable
 
 if TYPE_CHECKING:
@@ -32,7 +34,8 @@ class Window(Generic[R]):
 
 
 class Pane(ReadOnlyAware, LiveView[Window[Any]], Vertical):
-    """A bordered pane with a filter line and a live table.
+    """A bordered pane with a filter line, a live table and under it a detail line: what the row
+    under the cursor says in full (`detail`), when its columns do not fit.
 
     Its keys are declared once: the keys every pane has here, each pane's own in its BINDINGS.
     Textual's footer reads both; so does the help (`key_table`)."""
@@ -49,6 +52,8 @@ class Pane(ReadOnlyAware, LiveView[Window[Any]], Vertical):
         super().__init__(classes="pane", **kwargs)
         self.filter_text = ""
         self.data: dict[str, dict[str, Any]] = {}
+        self._title = ""
+        self._detail = ""
 
     @classmethod
     def key_table(cls) -> list[Binding]:
@@ -65,6 +70,7 @@ class Pane(ReadOnlyAware, LiveView[Window[Any]], Vertical):
             placeholder="filter as you type (enter: back to the list, escape: clear)", classes="filter"
         )
         yield LiveTable(self.columns, id=f"{self.id}-table")
+        yield Static("", id=f"{self.id}-detail", classes="detail", markup=False)
 
     @property
     def table(self) -> LiveTable:
@@ -100,6 +106,22 @@ class Pane(ReadOnlyAware, LiveView[Window[Any]], Vertical):
         self.table.focus()
         self.sluice.kick()
 
+    def detail(self, row: dict[str, Any]) -> str:
+        """The detail line for ROW (the one under the cursor): what its columns cannot show at 80
+        columns (the note, the whole reason, who released it and why)."""
+        return ""
+
+    def _show_detail(self) -> None:
+        row = self.current()
+        text = printable(self.detail(row), cell=True) if row else ""
+        if text != self._detail:  # unchanged: nothing sent to the terminal
+            self._detail = text
+            self.query_one(".detail", Static).update(text)
+
+    @on(LiveTable.RowHighlighted)
+    def _highlighted(self, event: LiveTable.RowHighlighted) -> None:
+        self._show_detail()
+
     def action_help(self) -> None:
         self.sluice.show_help(self.title, self)
 
@@ -109,7 +131,9 @@ class Pane(ReadOnlyAware, LiveView[Window[Any]], Vertical):
 
     def set_count(self, shown: int, total: int, extra: str = "") -> None:
         count = f"{total:,}" if shown == total else f"{shown:,} of {total:,}"
-        flt = f" · filter: {self.filter_text}" if self.filter_text else ""
+        flt = f" · filter: {printable(self.filter_text, cell=True)}" if self.filter_text else ""
         title = f"{self.title} · {count}{flt}{extra}"
-        if title != self.border_title:  # an unchanged title must not repaint (nothing sent while idle)
-            self.border_title = title
+        if title != self._title:  # an unchanged title must not repaint (nothing sent while idle)
+            self._title = title
+            self.border_title = Content(title)  # plain: a filter `[/x]` is text, not markup
+        self._show_detail()  # the row under the cursor may have changed with the data

@@ -31,6 +31,9 @@ class HistoryPane(Pane):
         self.table.apply([(str(e["id"]), self._cells(e)) for e in events])
         self.set_count(len(events), data.total)
 
+    def detail(self, row: dict[str, Any]) -> str:
+        return f"{row['kind']} by {actor_user(row['actor'])}: {row['message']}"
+
     @staticmethod
     def _cells(e: EventView) -> tuple[Any, ...]:
         return (

@@ -70,6 +70,12 @@ class QueuePane(Pane):
             i["note"] or "",
         )
 
+    def detail(self, row: dict[str, Any]) -> str:
+        inputs = " ".join(f"{k}={v}" for k, v in row["inputs"].items())
+        bits = [f"#{row['id']} {row['target']}" + (f" {inputs}" if inputs else "")]
+        bits.append(f"note: {row['note']}" if row["note"] else "no note")
+        return " · ".join(bits)
+
     def _refresh_marks(self) -> None:
         self.table.apply([(k, self._cells(i)) for k, i in self.data.items()])
         self.set_count(len(self.data), len(self.data), f" · {len(self.marked)} marked" if self.marked else "")

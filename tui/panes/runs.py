@@ -35,7 +35,8 @@ class RunsPane(Pane):
         Binding("R", "reject", "Reject", id="runs.reject"),
         Binding("c", "cancel_run", "Cancel", id="runs.cancel"),
         Binding("l", "logs", "Logs", id="runs.logs"),
-        Binding("o", "toggle_order", "Order", id="runs.order"),
+        # in the help, not the footer: the footer's 80 columns go to the keys used at 2 am
+        Binding("o", "toggle_order", "Order", show=False, id="runs.order"),
     ]
     DESTRUCTIVE = {"release", "reject", "cancel_run"}
 
@@ -73,6 +74,14 @@ class RunsPane(Pane):
             )
         self.table.apply(rows)
         self.set_count(len(runs), data.total, f" · {self.order} order")
+
+    def detail(self, row: dict[str, Any]) -> str:
+        bits = [f"#{row['id']} {row['target']} {row['status'].replace('_', ' ')}"]
+        why = why_text(row.get("why"), time.time())
+        if why:
+            bits.append(why)
+        bits.append(f"{row['trigger']} by {actor_user(row['created_by'])}")
+        return " · ".join(bits)
 
     @on(LiveTable.RowSelected)
     def _selected(self, event: LiveTable.RowSelected) -> None:

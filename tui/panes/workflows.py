@@ -68,6 +68,16 @@ class WorkflowsPane(Pane):
         self.table.apply(out)
         self.set_count(len(rows), len(rows))
 
+    def detail(self, row: dict[str, Any]) -> str:
+        bits = [row["name"]]
+        if row["paused"]:
+            bits.append(f"paused by {actor_user(row['paused_by'] or '')}: {row['pause_reason']}")
+        if row["locked_by_run"]:
+            bits.append(f"locked by run #{row['locked_by_run']}")
+        if row["description"]:
+            bits.append(row["description"])
+        return " · ".join(bits)
+
     @on(LiveTable.RowSelected)
     def _selected(self, event: LiveTable.RowSelected) -> None:
         event.stop()

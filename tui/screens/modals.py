@@ -1,4 +1,7 @@
-"""Modal dialogs: confirmation (Cancel focused), a reason, a form of inputs, help."""
+"""Modal dialogs: confirmation (Cancel focused), a reason, a form of inputs, help.
+
+What they say is plain text, escaped (titles and lines quote names, notes and values typed):
+never markup."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
+
+from ..texts import printable
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -28,9 +33,9 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(self.title_text, id="dialog-title")
+            yield Label(printable(self.title_text), id="dialog-title", markup=False)
             with VerticalScroll(id="dialog-items"):
-                yield Static("\n".join(self.lines))
+                yield Static("\n".join(map(printable, self.lines)), markup=False)
             with Horizontal(id="dialog-buttons"):
                 yield Button("Cancel (n)", id="cancel")
                 yield Button(f"{self.verb} (y)", id="confirm", variant="error")
@@ -82,19 +87,21 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(self.title_text, id="dialog-title")
+            yield Label(printable(self.title_text), id="dialog-title", markup=False)
             if self.note:
-                yield Static(self.note, id="dialog-note")
+                yield Static(printable(self.note), id="dialog-note", markup=False)
             with VerticalScroll(id="dialog-items"):
                 for i, f in enumerate(self.fields):
-                    yield Label(f["label"] + (" *" if f.get("required") else ""))
+                    yield Label(
+                        printable(f["label"], cell=True) + (" *" if f.get("required") else ""), markup=False
+                    )
                     yield Input(
                         value=str(f.get("value") or ""),
                         placeholder=f.get("placeholder", ""),
                         id=f"field-{i}",
                         password=bool(f.get("secret")),
                     )
-            yield Static("", id="dialog-error")
+            yield Static("", id="dialog-error", markup=False)
             with Horizontal(id="dialog-buttons"):
                 yield Button("Cancel (esc)", id="cancel")
                 yield Button(self.submit, id="submit", variant="primary")
@@ -137,12 +144,12 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
         values = self.values()
         missing = [f["label"] for f in self.fields if f.get("required") and not values[f["name"]].strip()]
         if missing:
-            self.query_one("#dialog-error", Static).update(f"required: {', '.join(missing)}")
+            self.query_one("#dialog-error", Static).update(printable(f"required: {', '.join(missing)}"))
             return
         problem = self.validate(values) if self.validate else None
         if problem is not None:  # keep what was typed; say which field, and put the cursor there
             name, why = problem
-            self.query_one("#dialog-error", Static).update(why)
+            self.query_one("#dialog-error", Static).update(printable(why))
             names = [f["name"] for f in self.fields]
             if name in names:
                 self.query_one(f"#field-{names.index(name)}", Input).focus()
@@ -165,9 +172,9 @@ class InfoScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield Label(self.title_text, id="dialog-title")
+            yield Label(printable(self.title_text), id="dialog-title", markup=False)
             with VerticalScroll(id="dialog-items"):
-                yield Static("\n".join(self.lines), markup=False)
+                yield Static("\n".join(map(printable, self.lines)), markup=False)
             yield Static("escape closes", id="dialog-note")
 
     def action_close(self) -> None:
@@ -187,9 +194,9 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         width = max((len(k) for k, _ in self.keys), default=4)
         with Vertical(id="dialog"):
-            yield Label(self.title_text, id="dialog-title")
+            yield Label(printable(self.title_text), id="dialog-title", markup=False)
             with VerticalScroll(id="dialog-items"):
-                yield Static("\n".join(f"{k.ljust(width)}  {d}" for k, d in self.keys))
+                yield Static("\n".join(f"{k.ljust(width)}  {d}" for k, d in self.keys), markup=False)
             yield Static("escape closes", id="dialog-note")
 
     def action_close(self) -> None:

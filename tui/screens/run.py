@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -10,8 +11,9 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Log, Static
+from textual.widgets import Footer, Input, Static
 
 from core import recovery
 from core.identity import actor_user
@@ -20,8 +22,9 @@ from core.statuses import FINAL_RUN
 
 from ..glyphs import status_text
 from ..messages import LiveView
-from ..texts import rerun_plan
+from ..texts import printable, printable_log, rerun_plan, why_text
 from ..widgets.live_table import LiveTable
+from ..widgets.wrap_log import WrapLog
 from .base import ReadOnlyAware, styled_status
 from .modals import ConfirmScreen
 
@@ -33,7 +36,15 @@ def short(iso_time: str | None) -> str:
     return iso_time[5:16].replace("T", " ") if iso_time else ""
 
 
-class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
+@dataclass(frozen=True)
+class RunData:
+    """What the run view's fetch returns: the run, and what each held job waits for."""
+
+    view: RunView
+    holds: dict[str, dict[str, Any]]  # held job name -> its why (core's Service.held_whys)
+
+
+class RunScreen(ReadOnlyAware, LiveView[RunData], Screen[None]):
     BINDINGS = [  # the footer's and the help's (key_table)
         Binding("escape,backspace", "back", "Back", id="run.back"),
         Binding("r", "release", "Release", id="run.release"),
@@ -49,6 +60,7 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
         super().__init__()
         self.run_id = run_id
         self.view: RunView | None = None
+        self.holds: dict[str, dict[str, Any]] = {}
         self.plan: dict[str, Any] | None = None
 
     @classmethod
@@ -72,6 +84,7 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
                 ],
                 id="jobs",
             )
+            yield Static("", id="job-detail", classes="detail", markup=False)
         yield Footer(show_command_palette=False)  # ctrl+p is in the help: the 80 columns go to the keys
 
     def on_mount(self) -> None:
@@ -80,28 +93,34 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
         self.sluice.kick()
 
     # live data (fetch runs in the app's poller thread)
-    def fetch(self) -> RunView:
+    def fetch(self) -> RunData:
         if self.plan is None:  # the job graph, for the tree: fetched once
             from core.store.db import loads
 
             self.plan = loads(self.sluice.svc.run_row(self.run_id)["plan"])
-        return self.sluice.svc.run_view(self.run_id)
+        svc = self.sluice.svc
+        view = svc.run_view(self.run_id)
+        holds = svc.held_whys(self.run_id) if any(j["status"] == "held" for j in view["jobs"]) else {}
+        return RunData(view, holds)
 
-    def show(self, view: RunView) -> None:
-        self.view = view
+    def show(self, data: RunData) -> None:
+        view = self.view = data.view
+        self.holds = data.holds
+        t = time.time()
         summary = Text.assemble(
             (f"#{view['id']} {view['target']} ", "bold"),
             styled_status(view["status"]),
             f"   {view['trigger']} by {actor_user(view['created_by'])} at {short(view['created_at'])}",
         )
         if view["inputs"]:
-            summary.append("\ninputs: " + "  ".join(f"{k}={v}" for k, v in view["inputs"].items()))
+            inputs = "  ".join(f"{k}={v}" for k, v in view["inputs"].items())
+            summary.append("\ninputs: " + printable(inputs, cell=True))
         if view["parent_run_id"]:
             summary.append(f"\nstarted by run #{view['parent_run_id']}")
         if view.get("rerun_of"):
             summary.append(f"\nre-run of run #{view['rerun_of']}")
         if view.get("break_glass"):
-            summary.append(f"\n⚠ break glass: {view['break_glass']}", style="bold")
+            summary.append(f"\n⚠ break glass: {printable(view['break_glass'], cell=True)}", style="bold")
         if summary != getattr(self, "_summary", None):  # unchanged: no repaint
             self._summary = summary
             self.query_one("#run-summary", Static).update(summary)
@@ -109,22 +128,50 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
         depth = _depths(self.plan)
         for j in view["jobs"]:
             detail = "; ".join(
-                x for x in [j["reason"] or "", " ".join(f"{k}={v}" for k, v in j["outputs"].items())] if x
+                x
+                for x in [
+                    j["reason"] or "",
+                    # a held job: its approvers, approvals so far, held since, time left, as in Runs
+                    why_text(self.holds.get(j["name"]), t, job=False) if j["status"] == "held" else "",
+                    " ".join(f"{k}={v}" for k, v in j["outputs"].items()),
+                ]
+                if x
             )
-            by = f"{actor_user(j['released_by'])} {short(j['released_at'])}" if j["released_by"] else ""
-            if j.get("approvals") and not j["released_by"]:
-                by = "approved by " + ", ".join(a["by"] for a in j["approvals"])
-            if j["comment"]:
-                by += f" “{j['comment']}”"
-            if j.get("fields"):
-                by += " " + " ".join(f"{k}={v}" for k, v in j["fields"].items())
-            if j.get("break_glass"):
-                by += f" ⚠ break glass: {j['break_glass']}"
+            by = released(j)
             base = j["name"].split("[")[0]
             d = depth.get(base, 0)
             label = ("  " * (d - 1) + "└ " if d else "") + j["name"]
             rows.append((j["name"], (label, styled_status(j["status"]), j["agent"] or "", detail, by)))
         self.query_one(LiveTable).apply(rows)
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        """The line under the jobs: what the job under the cursor says in full (its reason,
+        outputs, who released it, with the comment and fields), past the columns' 80x24."""
+        job = self.current_job()
+        text = printable(self.detail(job), cell=True) if job else ""
+        if text != getattr(self, "_detail", None):  # unchanged: no repaint
+            self._detail = text
+            self.query_one("#job-detail", Static).update(text)
+
+    def detail(self, j: JobView) -> str:
+        bits = [f"{j['name']} {j['status'].replace('_', ' ')}" + (f" on {j['agent']}" if j["agent"] else "")]
+        if j["reason"]:
+            bits.append(j["reason"])
+        if j["status"] == "held" and j["name"] in self.holds:
+            bits.append(why_text(self.holds[j["name"]], time.time(), job=False))
+        if j["outputs"]:
+            bits.append(" ".join(f"{k}={v}" for k, v in j["outputs"].items()))
+        by = released(j)
+        if by.startswith("approved"):  # a held job's approvals so far: said by its why already
+            by = "" if j["name"] in self.holds else by
+        if by:
+            bits.append(by if by.startswith("approved") else f"released by {by}")
+        return " · ".join(bits)
+
+    @on(LiveTable.RowHighlighted)
+    def _highlighted(self, event: LiveTable.RowHighlighted) -> None:
+        self._show_detail()
 
     def on_data_table_row_selected(self, event: LiveTable.RowSelected) -> None:
         event.stop()
@@ -199,6 +246,20 @@ class RunScreen(ReadOnlyAware, LiveView[RunView], Screen[None]):
         self.sluice.show_help(f"Run #{self.run_id}", self)
 
 
+def released(j: JobView) -> str:
+    """Who released the job (or approved it so far), when, with the comment and fields given."""
+    by = f"{actor_user(j['released_by'])} {short(j['released_at'])}" if j["released_by"] else ""
+    if j.get("approvals") and not j["released_by"]:
+        by = "approved by " + ", ".join(a["by"] for a in j["approvals"])
+    if j["comment"]:
+        by += f" “{j['comment']}”"
+    if j.get("fields"):
+        by += " " + " ".join(f"{k}={v}" for k, v in j["fields"].items())
+    if j.get("break_glass"):
+        by += f" ⚠ break glass: {j['break_glass']}"
+    return by
+
+
 def _depths(plan: dict[str, Any] | None) -> dict[str, int]:
     """How deep each job sits in the graph (longest chain of needs): the run view draws it as a tree."""
     if not plan:
@@ -232,6 +293,7 @@ class LogScreen(LiveView[LogData], Screen[None]):
         Binding("f", "toggle_follow", "Follow on/off", id="log.follow"),
         Binding("slash", "search", "Search", id="log.search"),
         Binding("n", "next_match", "Next match", id="log.next"),
+        Binding("w", "toggle_wrap", "Wrap", id="log.wrap"),
         Binding("question_mark", "help", "Help", id="log.help"),
         # scrolling back stops following (new output would snap the view to the end); End resumes
         Binding("pageup", "scroll_back('page')", "Page up", show=False, priority=True, id="log.pageup"),
@@ -260,20 +322,22 @@ class LogScreen(LiveView[LogData], Screen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="log-view", classes="pane"):
-            yield Log(id="log", highlight=False, max_lines=50_000, auto_scroll=True)
+            yield WrapLog(id="log", highlight=False, max_lines=50_000, auto_scroll=True)
             yield Input(placeholder="search (enter finds, escape cancels)", classes="filter", id="log-search")
         yield Footer(show_command_palette=False)  # ctrl+p is in the help: the 80 columns go to the keys
 
     def on_mount(self) -> None:
         self._title()
-        self.query_one(Log).focus()
+        self.query_one(WrapLog).focus()
         self.sluice.kick()
 
     def _title(self) -> None:
         what = f"job {self.job}" if self.job else "all jobs"
         found = f" · /{self.needle}: line {self.found + 1}" if self.needle and self.found is not None else ""
-        self.query_one("#log-view").border_title = (
-            f"Logs · run #{self.run_id} · {what}" + (" · following" if self.follow else " · paused") + found
+        wrapped = " · wrapped" if self.query_one(WrapLog).wrap else ""
+        follow = " · following" if self.follow else " · paused"
+        self.query_one("#log-view").border_title = Content(  # plain: a search `[/x]` is text
+            printable(f"Logs · run #{self.run_id} · {what}{follow}{wrapped}{found}", cell=True)
         )
 
     def fetch(self) -> LogData:
@@ -282,16 +346,13 @@ class LogScreen(LiveView[LogData], Screen[None]):
         return LogData(chunks, status)
 
     def show(self, data: LogData) -> None:
-        log = self.query_one(Log)
+        log = self.query_one(WrapLog)
         for c in data.chunks:
             if c["id"] <= self.after:
                 continue
             self.after = c["id"]
-            text = (
-                c["data"]
-                if self.job
-                else "".join(f"[{c['job']}] {ln}" for ln in c["data"].splitlines(keepends=True))
-            )
+            out = printable_log(c["data"])  # control characters escaped (`\x1b`), not � nor live
+            text = out if self.job else "".join(f"[{c['job']}] {ln}" for ln in out.splitlines(keepends=True))
             log.write(text, scroll_end=self.follow)
         subtitle = status_text(data.status)
         if self.query_one("#log-view").border_subtitle != subtitle:
@@ -305,7 +366,7 @@ class LogScreen(LiveView[LogData], Screen[None]):
 
     def _following(self, on: bool) -> None:
         self.follow = on
-        log = self.query_one(Log)
+        log = self.query_one(WrapLog)
         log.auto_scroll = on
         if on:
             log.scroll_end(animate=False)
@@ -316,13 +377,21 @@ class LogScreen(LiveView[LogData], Screen[None]):
             return  # typing a search: the keys are the field's
         if self.follow:
             self._following(False)
-        log = self.query_one(Log)
+        log = self.query_one(WrapLog)
         {"page": log.scroll_page_up, "line": log.scroll_up, "top": log.scroll_home}[how](animate=False)
 
     def action_to_end(self) -> None:
         if self.focused is not None and self.focused.id == "log-search":
             return
         self._following(True)
+
+    def action_toggle_wrap(self) -> None:
+        """Long lines wrapped at the view's width, or whole on one row (scroll sideways)."""
+        log = self.query_one(WrapLog)
+        log.set_wrap(not log.wrap)
+        if self.follow:
+            log.scroll_end(animate=False)
+        self._title()
 
     def action_search(self) -> None:
         box = self.query_one("#log-search", Input)
@@ -332,27 +401,29 @@ class LogScreen(LiveView[LogData], Screen[None]):
     @on(Input.Submitted, "#log-search")
     def _search_submitted(self, event: Input.Submitted) -> None:
         event.input.remove_class("shown")
-        self.query_one(Log).focus()
+        self.query_one(WrapLog).focus()
         self.needle = event.value
         self.found = None
         if self.needle:
-            self._find(int(self.query_one(Log).scroll_y))
+            log = self.query_one(WrapLog)
+            self._find(log.line_at(int(log.scroll_y)))
 
     def on_key(self, event: Any) -> None:
         if event.key == "escape" and self.focused is not None and self.focused.id == "log-search":
             event.stop()
             self.focused.remove_class("shown")
-            self.query_one(Log).focus()
+            self.query_one(WrapLog).focus()
 
     def action_next_match(self) -> None:
         if not self.needle:
             self.notify("search first with /", severity="warning")
             return
-        self._find((self.found if self.found is not None else int(self.query_one(Log).scroll_y) - 1) + 1)
+        log = self.query_one(WrapLog)
+        self._find((self.found if self.found is not None else log.line_at(int(log.scroll_y)) - 1) + 1)
 
     def _find(self, start: int) -> None:
         """The first line from `start` on (then from the top) that has the needle: shown at the top."""
-        log = self.query_one(Log)
+        log = self.query_one(WrapLog)
         lines = log.lines
         order = list(range(start, len(lines))) + list(range(0, min(start, len(lines))))
         hit = next((i for i in order if self.needle in lines[i]), None)
@@ -363,7 +434,7 @@ class LogScreen(LiveView[LogData], Screen[None]):
         if self.follow:
             self.follow = False
             log.auto_scroll = False
-        log.scroll_to(y=hit, animate=False)
+        log.scroll_to(y=log.row_of(hit), animate=False)
         self._title()
 
     def action_help(self) -> None:

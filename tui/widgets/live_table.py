@@ -10,11 +10,23 @@ from textual.binding import Binding
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowDoesNotExist
 
+from ..texts import printable
+
 Cell = str | Text
 
 
+def as_text(cell: Cell) -> Text:
+    """A cell as plain Text: a string is never read as markup (a note `[/x]` is those four
+    characters, not an error), and control characters are shown escaped (`\x1b`)."""
+    if isinstance(cell, Text):
+        safe = printable(cell.plain, cell=True)
+        return cell if safe == cell.plain else Text(safe, style=cell.style)
+    return Text(printable(cell, cell=True))
+
+
 class LiveTable(DataTable):
-    """Rows are keyed by id; `apply` brings the table to a new list of rows with minimal work."""
+    """Rows are keyed by id; `apply` brings the table to a new list of rows with minimal work.
+    Cells are shown as plain Text (`as_text`), whatever they hold."""
 
     # the keys people already have (less, vim, k9s); Home/End go to the first/last row, not sideways
     BINDINGS = [
@@ -30,6 +42,13 @@ class LiveTable(DataTable):
         self._columns = list(columns)
         self._rows: dict[str, tuple[Cell, ...]] = {}
         self._order: list[str] = []
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Enter is the pane's (Preview, Open, Start run): DataTable's own enter (select_cursor,
+        # not shown) would take the key and leave the footer without it
+        if action == "select_cursor":
+            return False
+        return super().check_action(action, parameters)
 
     def on_mount(self) -> None:
         for key, label in self._columns:
@@ -69,12 +88,12 @@ class LiveTable(DataTable):
             for key, cells in new.items():
                 old = self._rows.get(key)
                 if old is None:
-                    self.add_row(*cells, key=key)
+                    self.add_row(*map(as_text, cells), key=key)
                 elif old != cells:
                     for (col, _), before, after in zip(self._columns, old, cells, strict=True):
                         if before != after:
                             # a status that grows (ready -> paused: reason) must not be cut to the old width
-                            self.update_cell(key, col, after, update_width=True)
+                            self.update_cell(key, col, as_text(after), update_width=True)
                 self._rows[key] = cells
             if order != natural:
                 # DataTable sorts by cell values: sort on the rank of each row's unique id cell

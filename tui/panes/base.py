@@ -10,11 +10,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.content import Content
-from textual.widgets import Input, Static
+from textual.widgets import Input
 
 from ..messages import LiveView
 from ..screens.base import ReadOnlyAware
 from ..texts import printable
+from ..widgets.detail import DetailLine
 from ..widgets.live_table import LiveTable
 
 if TYPE_CHECKING:
@@ -53,7 +54,6 @@ class Pane(ReadOnlyAware, LiveView[Window[Any]], Vertical):
         self.filter_text = ""
         self.data: dict[str, dict[str, Any]] = {}
         self._title = ""
-        self._detail = ""
 
     @classmethod
     def key_table(cls) -> list[Binding]:
@@ -70,7 +70,7 @@ class Pane(ReadOnlyAware, LiveView[Window[Any]], Vertical):
             placeholder="filter as you type (enter: back to the list, escape: clear)", classes="filter"
         )
         yield LiveTable(self.columns, id=f"{self.id}-table")
-        yield Static("", id=f"{self.id}-detail", classes="detail", markup=False)
+        yield DetailLine(id=f"{self.id}-detail")
 
     @property
     def table(self) -> LiveTable:
@@ -78,6 +78,7 @@ class Pane(ReadOnlyAware, LiveView[Window[Any]], Vertical):
 
     def on_mount(self) -> None:
         self.border_title = self.title
+        self.table.on_cursor = self._show_detail
 
     def action_filter(self) -> None:
         box = self.query_one(Input)
@@ -113,10 +114,7 @@ class Pane(ReadOnlyAware, LiveView[Window[Any]], Vertical):
 
     def _show_detail(self) -> None:
         row = self.current()
-        text = printable(self.detail(row), cell=True) if row else ""
-        if text != self._detail:  # unchanged: nothing sent to the terminal
-            self._detail = text
-            self.query_one(".detail", Static).update(text)
+        self.query_one(DetailLine).show(self.detail(row) if row else "")
 
     @on(LiveTable.RowHighlighted)
     def _highlighted(self, event: LiveTable.RowHighlighted) -> None:

@@ -23,6 +23,7 @@ from core.statuses import FINAL_RUN
 from ..glyphs import status_text
 from ..messages import LiveView
 from ..texts import printable, printable_log, rerun_plan, why_text
+from ..widgets.detail import DetailLine
 from ..widgets.live_table import LiveTable
 from ..widgets.wrap_log import WrapLog
 from .base import ReadOnlyAware, styled_status
@@ -84,11 +85,12 @@ class RunScreen(ReadOnlyAware, LiveView[RunData], Screen[None]):
                 ],
                 id="jobs",
             )
-            yield Static("", id="job-detail", classes="detail", markup=False)
+            yield DetailLine(id="job-detail")
         yield Footer(show_command_palette=False)  # ctrl+p is in the help: the 80 columns go to the keys
 
     def on_mount(self) -> None:
         self.query_one("#run-view").border_title = f"Run #{self.run_id}"
+        self.query_one(LiveTable).on_cursor = self._show_detail
         self.query_one(LiveTable).focus()
         self.sluice.kick()
 
@@ -149,10 +151,7 @@ class RunScreen(ReadOnlyAware, LiveView[RunData], Screen[None]):
         """The line under the jobs: what the job under the cursor says in full (its reason,
         outputs, who released it, with the comment and fields), past the columns' 80x24."""
         job = self.current_job()
-        text = printable(self.detail(job), cell=True) if job else ""
-        if text != getattr(self, "_detail", None):  # unchanged: no repaint
-            self._detail = text
-            self.query_one("#job-detail", Static).update(text)
+        self.query_one("#job-detail", DetailLine).show(self.detail(job) if job else "")
 
     def detail(self, j: JobView) -> str:
         bits = [f"{j['name']} {j['status'].replace('_', ' ')}" + (f" on {j['agent']}" if j["agent"] else "")]

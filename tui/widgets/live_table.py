@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.text import Text
 from textual.binding import Binding
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowDoesNotExist
 
@@ -42,6 +43,14 @@ class LiveTable(DataTable):
         self._columns = list(columns)
         self._rows: dict[str, tuple[Cell, ...]] = {}
         self._order: list[str] = []
+        self.on_cursor: Callable[[], None] | None = None  # the row under the cursor changed
+
+    def watch_cursor_coordinate(self, old: Coordinate, new: Coordinate) -> None:
+        super().watch_cursor_coordinate(old, new)
+        if old != new and self.on_cursor is not None:
+            # at once, in the key's own handling: through RowHighlighted (a message) the detail
+            # line would be drawn a frame after the cursor, ~20 ms a key later (bench P4)
+            self.on_cursor()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Enter is the pane's (Preview, Open, Start run): DataTable's own enter (select_cursor,

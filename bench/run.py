@@ -583,7 +583,9 @@ def _p6_phase(server: Any, agents: int, jobs: int, capacity: int, timeout: float
             time.sleep(0.05)
         peak = scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()") - 1
         t = time.perf_counter()
+        wall0 = time.time()
         sluice(root, "workflow", "run", "w", "--detach", env=env, timeout=120)
+        out["run_created_s"] = round(time.time() - wall0, 2)
         done = running = 0
         while True:
             peak = max(
@@ -605,6 +607,15 @@ def _p6_phase(server: Any, agents: int, jobs: int, capacity: int, timeout: float
         out["finished"] = done
         if not out["stalled"]:
             out["jobs_per_s"] = round(jobs / elapsed, 1)
+        # where the phase's time went: to the first job starting, the jobs' own span, and the
+        # rate between the 10th and the 90th percent of them ending (no start-up, no tail)
+        ends = sorted(r[0] for r in poll.execute("SELECT finished_at FROM jobs WHERE finished_at IS NOT NULL"))
+        first = poll.execute("SELECT MIN(started_at) FROM jobs").fetchone()[0]  # type: ignore[index]
+        if first is not None and len(ends) >= 10:
+            out["first_job_started_s"] = round(first - wall0, 2)
+            out["jobs_span_s"] = round(ends[-1] - first, 2)
+            lo, hi = ends[len(ends) // 10], ends[len(ends) * 9 // 10]
+            out["steady_jobs_per_s"] = round((len(ends) * 8 // 10) / (hi - lo), 1) if hi > lo else None
         statuses = dict(poll.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
         out["job_statuses"] = statuses
         out["peak_connections"] = peak

@@ -400,6 +400,9 @@ class Agent:
                 runner.cancel(f"cancelled by {(r['cancelled_by'] or 'sluice').split('@')[0]}")
 
 
+CANCEL_LOOK = 0.25  # seconds between an agent process's looks for cancelled jobs, at most
+
+
 def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> int:
     """The loop of a standalone agent process: heartbeat, report and claim, watch for cancels."""
     import selectors
@@ -467,19 +470,26 @@ def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> i
             settled.clear()
             _poke_engine(db)  # the engine settles the runs those jobs belong to
 
+    look_at = 0.0  # when to look for cancels next: at once when this agent is poked by name, else
+    # every CANCEL_LOOK; not at every job's end, nor at every NOTIFY on PostgreSQL (each job's end
+    # anywhere sends one): that was a query per job per agent
     while not stop.is_set():
         t = time.monotonic()
         if t >= next_beat:
             agent.heartbeat()
             next_beat = t + beat_every
         try:
-            agent.check_cancels()
+            if t >= look_at:
+                look_at = t + CANCEL_LOOK
+                agent.check_cancels()
             step()
         except StoreError:
             pass
         if stop.is_set():
             break
-        for key, _ in sel.select(timeout=0 if agent.kick.is_set() else 0.25):
+        for key, _ in sel.select(timeout=0 if agent.kick.is_set() else CANCEL_LOOK):
+            if key.data is wake:
+                look_at = 0.0
             drain(key)
         agent.kick.clear()
     agent.draining = True

@@ -135,6 +135,8 @@ class Scheduler:
         self.store_ok_since: float | None = None  # set by the engine when the store came back after an outage
         self.cursor: Any = None  # where we stand in the events; set at the first tick
         self.new_waiting = False  # jobs became ready since the last dispatch: wake the agents
+        self._waits: dict[str, list[int]] = {}  # jobs made ready, by reason, not written yet
+        self._paused: dict[str, bool] = {}  # workflows' pause, read once per look at a run
         self.reasons_stale = True  # the waiting jobs' reasons need a look (agents or pauses changed)
         self.reasons_at = 0.0
         self.agents_seen: Any = None  # the agents as last described to waiting jobs
@@ -334,7 +336,13 @@ class Scheduler:
                 if run["cancel_requested"]:
                     self._cancel(tx, run)
                 else:
-                    self._promote(tx, run, plan)
+                    self._paused = {}
+                    try:
+                        self._promote(tx, run, plan)
+                    except BaseException:
+                        self._waits = {}  # the transaction is undone: nothing to write
+                        raise
+                    self._flush_waits(tx)
                 self._settle(tx, run)
 
     def fence(self, tx: Tx) -> None:
@@ -467,6 +475,8 @@ class Scheduler:
     ) -> str:
         """Move a ready job on: behind its concurrency group, into a child run, or to the agents."""
         group = spec.get("group")
+        if group or spec.get("trigger") or spec.get("run_on_all_agents"):
+            self._flush_waits(tx)  # what reads the jobs table sees the jobs made ready before
         if group:
             blocker = groups.admit(tx, run["id"], group, spec.get("concurrency") or 1)
             if blocker is not None:
@@ -497,9 +507,12 @@ class Scheduler:
                 self.dirty.add(child)
                 self.wake()
             return status
-        paused = run["kind"] == "workflow" and bool(
-            (gates.workflow_state(tx, run["target"]) or {}).get("paused")
-        )
+        target = run["target"]
+        paused = self._paused.get(target)
+        if paused is None:  # read once per look at a run: a 2,000-way fan-out asks once, not 2,000 times
+            paused = self._paused[target] = run["kind"] == "workflow" and bool(
+                (gates.workflow_state(tx, target) or {}).get("paused")
+            )
         if paused:
             why = "paused"
         else:
@@ -507,8 +520,21 @@ class Scheduler:
             pool = [a for a in rows if a["name"] == j["copy_key"]] if spec.get("run_on_all_agents") else rows
             why = describe_wait(pool, plan, spec)
             self.new_waiting = True
-        tx.execute("UPDATE jobs SET status = 'waiting', gate = NULL, reason = ? WHERE id = ?", (why, j["id"]))
+        self._waits.setdefault(why, []).append(j["id"])  # written by _flush_waits, one UPDATE a reason
         return "waiting"
+
+    def _flush_waits(self, tx: Tx) -> None:
+        """The jobs made ready since the last flush, now `waiting` for an agent: one UPDATE per
+        reason (and per 500 jobs), not one per job; a 2,000-way fan-out reached its agents
+        0.65 s after its run was created on PostgreSQL, one UPDATE at a time."""
+        waits, self._waits = self._waits, {}
+        for why, ids in waits.items():
+            for i in range(0, len(ids), 500):
+                part = ids[i : i + 500]
+                tx.execute(
+                    f"UPDATE jobs SET status = 'waiting', gate = NULL, reason = ? WHERE id IN ({','.join('?' * len(part))})",
+                    (why, *part),
+                )
 
     def _agent_rows(self, tx: Tx | None = None) -> list[dict[str, Any]]:
         """The agents, read once per tick."""
@@ -585,7 +611,9 @@ class Scheduler:
                 spec = plan["jobs"][j["base"]]
                 blocker = groups.admit(tx, run["id"], j["group_name"], spec.get("concurrency") or 1)
                 if blocker is None:
+                    self._paused = {}
                     self._go(tx, run, plan, j, spec)
+                    self._flush_waits(tx)  # the next admit counts this one in
                     self.dirty.add(run["id"])
                 else:
                     why = f"waiting: group {j['group_name']} (behind run #{blocker})"

@@ -609,7 +609,9 @@ def _p6_phase(server: Any, agents: int, jobs: int, capacity: int, timeout: float
             out["jobs_per_s"] = round(jobs / elapsed, 1)
         # where the phase's time went: to the first job starting, the jobs' own span, and the
         # rate between the 10th and the 90th percent of them ending (no start-up, no tail)
-        ends = sorted(r[0] for r in poll.execute("SELECT finished_at FROM jobs WHERE finished_at IS NOT NULL"))
+        ends = sorted(
+            r[0] for r in poll.execute("SELECT finished_at FROM jobs WHERE finished_at IS NOT NULL")
+        )
         first = poll.execute("SELECT MIN(started_at) FROM jobs").fetchone()[0]  # type: ignore[index]
         if first is not None and len(ends) >= 10:
             out["first_job_started_s"] = round(first - wall0, 2)

@@ -93,8 +93,9 @@ def test_one_invocation_one_item(proj: Proj) -> None:
 def test_concurrent_queueing_makes_one_item(proj: Proj) -> None:
     setup(proj)
     procs = [proj.popen("workflow", "queue", "teardown-dns") for _ in range(6)]
-    codes = sorted(p.wait(timeout=60) for p in procs)
-    assert codes == [0, 3, 3, 3, 3, 3]
+    outs = [(p.wait(timeout=60), p.communicate()[1]) for p in procs]
+    codes = sorted(c for c, _ in outs)
+    assert codes == [0, 3, 3, 3, 3, 3], outs
     assert len(proj.ok("queue", "list", "--json").json) == 1
 
 

@@ -113,6 +113,8 @@ class Database:
             cx.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             cx.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as e:
+            if _sqlite_busy(e):  # another process is creating it (WAL needs it alone a moment)
+                raise StoreUnavailable(f"database busy ({self.path}): {e}") from None
             raise StoreError(f"cannot open database {self.path}: {e}") from None
         return cx
 
@@ -164,7 +166,13 @@ class Database:
         """Create or upgrade the schema when it is not at SCHEMA_HEAD (cheap when it is)."""
         if self._checked:
             return
-        if self.schema_revision() != SCHEMA_HEAD:
+        try:
+            current = self.schema_revision() == SCHEMA_HEAD
+        except StoreUnavailable:
+            # busy: another process is creating or migrating the database right now; the
+            # migrator's lock below waits for it, then the schema is read again
+            current = False
+        if not current:
             self._upgrade()
         self._checked = True
 
@@ -180,6 +188,8 @@ class Database:
         except sqlite3.OperationalError as e:
             if "no such table" in str(e):
                 return None
+            if _sqlite_busy(e):
+                raise StoreUnavailable(f"database busy ({self.path}): {e}") from None
             raise StoreError(f"cannot read database {self.path}: {e}") from None
         except sqlite3.DatabaseError as e:
             raise StoreError(f"cannot read database {self.path}: {e}") from None
@@ -752,6 +762,14 @@ def _translate(e: Exception, db: Database) -> Exception:
         if isinstance(e, psycopg.Error):
             return StoreError(f"database error ({db.where}): {first}")
     return e
+
+
+def _sqlite_busy(e: sqlite3.Error) -> bool:
+    """Another connection holds the lock it needs (SQLITE_BUSY, SQLITE_LOCKED)."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (5, 6)
+    return any(w in str(e).lower() for w in ("database is locked", "database is busy"))
 
 
 def _sqlite_temporary_text(text: str) -> bool:

@@ -6,6 +6,7 @@ named after the database, so every client of one database pokes the same engine.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import socket
 import sys
@@ -13,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 
+@functools.lru_cache(maxsize=64)
 def address(db_url: str) -> str | bytes:
     digest = hashlib.sha1(db_url.encode()).hexdigest()[:20]
     if sys.platform.startswith("linux"):
@@ -25,12 +27,19 @@ def poke(db_url: str) -> bool:
     return poke_addr(address(db_url))
 
 
+_SENDER: socket.socket | None = None  # one unbound socket per process sends every poke
+
+
 def poke_addr(addr: str | bytes) -> bool:
     """Never blocks: the kernel queues only a few datagrams (net.unix.max_dgram_qlen), and a
     full queue already means the listener has a wake-up waiting, so a dropped one loses nothing.
     A blocking send here once hung an engine that poked its own full socket."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.setblocking(False)
+    global _SENDER
+    s = _SENDER
+    if s is None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.setblocking(False)
+        _SENDER = s
     try:
         s.sendto(b"!", addr)
         return True
@@ -38,8 +47,6 @@ def poke_addr(addr: str | bytes) -> bool:
         return True  # queue full: the listener will wake anyway
     except OSError:
         return False
-    finally:
-        s.close()
 
 
 class WakeSocket:

@@ -21,7 +21,7 @@ from ..errors import Refused
 from ..service import record_event, record_events
 from ..store.db import Database, IntegrityError, StoreError, StoreUnavailable, Tx, dumps, loads, now
 from ..times import agent_timeout
-from .runner import LOG_LIMIT, JobRunner, WorkerPool, job_environ
+from .runner import LOG_LIMIT, JobRunner, Reactor, job_environ
 
 # Claims: the waiting jobs this agent may take, matched in SQL (environment fencing, pinned
 # copies, an enabled agent; resources are checked on the few rows read), in dispatch order
@@ -111,11 +111,12 @@ class Agent:
         self.runners: dict[int, JobRunner] = {}
         self.environ = job_environ()  # what every job's environment starts from
         self.lock = threading.Lock()
-        self.pool = WorkerPool(self.capacity)
+        self.reactor = Reactor(name, on_round=self._after_round)  # runs every job of this agent
         self.plans: dict[int, dict[str, Any]] = {}
         self.done: list[JobRunner] = []  # finished, result not stored yet
         self.kick = threading.Event()  # wakes the agent's loop: jobs became ready, or one ended
         self.notify: Callable[[], None] = lambda: None  # also wakes a loop that waits on a selector
+        self.after_step: Callable[[], None] = lambda: None  # after each step, in the thread that did it
         self.report_after = 0.0
         self.report_delay = 0.2
         self.stepping = threading.RLock()  # one step (report and claim) at a time
@@ -220,16 +221,19 @@ class Agent:
         that finished since the last step (those that end together are committed together), then
         the claim of as many matching waiting jobs as there are free slots. Returns how many started.
 
-        One caller at a time: the thread of a job that just ended does it itself when no other
-        step is under way (so a freed slot is filled without handing over to another thread);
-        otherwise its result waits for the step under way, which loops until none is left."""
+        One caller at a time: the reactor does it itself after a round in which jobs ended, when no
+        other step is under way (so a freed slot is filled without handing over to another thread);
+        otherwise those results wait for the step under way, which loops until none is left."""
         with self.stepping:
-            started = self._step(plan_of or self.plan_of)
-            while True:
-                with self.lock:
-                    if not self.done or time.monotonic() < self.report_after:
-                        return started
-                started += self._step(plan_of or self.plan_of)
+            try:
+                started = self._step(plan_of or self.plan_of)
+                while True:
+                    with self.lock:
+                        if not self.done or time.monotonic() < self.report_after:
+                            return started
+                    started += self._step(plan_of or self.plan_of)
+            finally:
+                self.after_step()
 
     def _step(self, plan_of: Callable[[dict[str, Any]], dict[str, Any]] | None) -> int:
         if time.monotonic() < self.report_after:
@@ -240,6 +244,8 @@ class Agent:
         free = self.free() + len(batch)
         claimed: list[dict[str, Any]] = []
         runs: dict[int, dict[str, Any]] = {}
+        if not batch and (free <= 0 or self.draining):
+            return 0  # nothing to store, no room to claim: no transaction at all
         try:
             with self.db.write() as tx:
                 for runner in batch:
@@ -290,7 +296,7 @@ class Agent:
             )
             with self.lock:
                 self.runners[job["id"]] = runner
-            self.pool.submit(runner.run)
+            self.reactor.submit(runner)
         return len(claimed)
 
     def _claim_in(self, tx: Tx, free: int) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
@@ -341,18 +347,24 @@ class Agent:
         return jobs, runs
 
     def _finished(self, runner: JobRunner) -> None:
-        """A runner's processes are gone (called in its thread). Its result is stored by the step
-        under way, or by a step this thread does itself when none is."""
+        """A job's processes are gone (called in the reactor): its result waits for the round's end."""
         with self.lock:
             self.done.append(runner)
+
+    def _after_round(self) -> None:
+        """Jobs ended in the reactor's round: their results are stored together, and the freed slots
+        filled, by a step this thread does itself when no other step is under way (else by that one)."""
         if self.stepping.acquire(blocking=False):
             try:
                 self.step()
             except Exception:
-                pass  # the store is away, or a bug: the result stays queued for the agent's loop
+                pass  # the store is away, or a bug: the results stay queued for the agent's loop
             finally:
                 self.stepping.release()
-        self.kick.set()
+            with self.lock:
+                if not self.done:
+                    return  # stored, and the slots filled: the agent's loop has nothing to do
+        self.kick.set()  # results left over (the store is away) or a step under way elsewhere
         self.notify()
 
     def loop(
@@ -436,15 +448,21 @@ def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> i
 
     agent.notify = on_job_end
     sel.register(inner_r, selectors.EVENT_READ, None)
-    # results stored (by whichever thread stored them): the engine is poked once per wake-up of
-    # this loop, so it settles those runs and readies what comes next at once
+    # results stored (by whichever thread stored them): the engine is poked once per step, so it
+    # settles those runs and readies what comes next at once
     settled: set[int] = set()
 
     def on_done(run_id: int) -> None:
         settled.add(run_id)
-        on_job_end()
+
+    def after_step() -> None:
+        # in the thread that stored the results (the reactor, mostly): no hand-off to this loop
+        if settled:
+            settled.clear()
+            _poke_engine(db)  # the engine settles the runs those jobs belong to
 
     agent.on_done = on_done
+    agent.after_step = after_step
     done = threading.Event()
 
     def watchdog() -> None:
@@ -465,10 +483,7 @@ def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> i
             key.data.drain()
 
     def step() -> None:
-        agent.step()  # results stored, free slots filled
-        if settled:
-            settled.clear()
-            _poke_engine(db)  # the engine settles the runs those jobs belong to
+        agent.step()  # results stored, free slots filled, the engine poked
 
     look_at = 0.0  # when to look for cancels next: at once when this agent is poked by name, else
     # every CANCEL_LOOK; not at every job's end, nor at every NOTIFY on PostgreSQL (each job's end

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -342,31 +342,133 @@ def job_environ() -> dict[str, str]:
     return env
 
 
-class WorkerPool:
-    """A fixed set of threads running jobs: each keeps its own database connection."""
+class Reactor:
+    """One thread that runs every job of an agent: one selector over all their pipes and pidfds.
 
-    def __init__(self, size: int):
-        import queue
+    A job is a generator (JobRunner.steps) that starts its steps' processes and yields what it
+    waits for (its descriptors, and when it must look again: a timeout, the kill grace, a log
+    flush); the reactor resumes it when one of them is ready. No thread per job: a job that ends
+    and the next one it frees a slot for are handled in this thread, with no hand-off, and the
+    results of jobs that end in the same round are stored in one transaction (`on_round`)."""
 
-        self.tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self.threads = [
-            threading.Thread(target=self._work, name=f"worker-{i}", daemon=True) for i in range(size)
-        ]
-        for t in self.threads:
-            t.start()
+    def __init__(self, name: str, on_round: Callable[[], None]):
+        self.on_round = on_round
+        self.sel = selectors.DefaultSelector()
+        self.lock = threading.Lock()
+        self.incoming: list[JobRunner] = []
+        self.poked: set[JobRunner] = set()
+        self.live: dict[JobRunner, tuple[Any, float | None, list[int]]] = {}  # gen, due, fds watched
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self.thread = threading.Thread(target=self._loop, name=f"jobs-{name}", daemon=True)
+        self.thread.start()
 
-    def submit(self, task: Callable[[], None]) -> None:
-        self.tasks.put(task)
+    def submit(self, runner: JobRunner) -> None:
+        runner._poke = lambda: self.poke(runner)
+        runner._release = lambda: self.release(runner)
+        with self.lock:
+            self.incoming.append(runner)
+        if threading.current_thread() is not self.thread:
+            self._wake()
 
-    def _work(self) -> None:
+    def poke(self, runner: JobRunner) -> None:
+        """Resume this job at once (a cancel, a kill), from any thread."""
+        with self.lock:
+            self.poked.add(runner)
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"!")
+        except OSError:
+            pass  # full: a wake-up is pending already
+
+    def _loop(self) -> None:
+        ready: set[JobRunner] = set()
         while True:
-            task = self.tasks.get()
-            if task is None:
-                return
+            with self.lock:
+                new, self.incoming = self.incoming, []
+                poked, self.poked = self.poked, set()
+            ready |= {r for r in poked if r in self.live}
+            for runner in new:
+                self.live[runner] = (runner.steps(), None, [])
+                ready.add(runner)
+            ended = False
+            for runner in ready:
+                ended = self._advance(runner) or ended
+            ready = set()
+            if ended:
+                try:
+                    self.on_round()  # the results stored together, the freed slots filled
+                except Exception as e:  # the reactor must outlive a bug in one round
+                    sys.stderr.write(f"sluice: job reactor: {e}\n")
+                continue  # new jobs, submitted from this thread: start them before waiting
+            t = time.monotonic()
+            dues = [due for _, due, _ in self.live.values() if due is not None]
+            timeout = max(0.0, min(dues) - t) if dues else None
+            for key, _ in self.sel.select(timeout):
+                if key.data is None:
+                    try:
+                        while os.read(self._wake_r, 4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                else:
+                    ready.add(key.data)
+            t = time.monotonic()
+            ready |= {r for r, (_, due, _) in self.live.items() if due is not None and due <= t}
+
+    def _advance(self, runner: JobRunner) -> bool:
+        """Resume one job until it waits again; True when it ended."""
+        entry = self.live.get(runner)
+        if entry is None:
+            return False  # ended already (ready twice in one round)
+        gen = entry[0]
+        try:
+            fds, due = next(gen)
+        except StopIteration:
+            self._forget(runner)
+            runner.ended()
+            return True
+        except BaseException as e:  # a bug in a job's code path: the job still gets a final status
+            self._forget(runner)
+            runner.result = ("failed", None, f"sluice error: {e}", {})
+            runner.ended()
+            return True
+        watched = self.live[runner][2]  # read after the job ran: it may have released its descriptors
+        try:
+            for fd in watched:
+                if fd not in fds:
+                    self.sel.unregister(fd)
+            for fd in fds:
+                if fd not in watched:
+                    self.sel.register(fd, selectors.EVENT_READ, runner)
+        except (KeyError, ValueError, OSError) as e:  # never: but a job that cannot be watched must end
+            self._forget(runner)
+            gen.close()  # its processes are killed (the generator's own clean-up)
+            runner.result = ("failed", None, f"sluice error: cannot watch the job's output: {e}", {})
+            runner.ended()
+            return True
+        self.live[runner] = (gen, due, list(fds))
+        return False
+
+    def _forget(self, runner: JobRunner) -> None:
+        entry = self.live.pop(runner, None)
+        for fd in entry[2] if entry else []:
             try:
-                task()
-            except Exception as e:  # a worker must outlive one job's failure
-                sys.stderr.write(f"sluice: job worker error: {e}\n")
+                self.sel.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+
+    def release(self, runner: JobRunner) -> None:
+        """The job is about to close its descriptors: stop watching them (called from its generator)."""
+        entry = self.live.get(runner)
+        if entry is not None and entry[2]:
+            for fd in entry[2]:
+                self.sel.unregister(fd)
+            self.live[runner] = (entry[0], entry[1], [])
 
 
 class JobRunner:
@@ -400,7 +502,8 @@ class JobRunner:
         self._cancel_status = "cancelled"
         self.proc: subprocess.Popen[bytes] | None = None
         self._kill_now = False
-        self._wake_w: int | None = None  # the write end of the running step's wake-up pipe
+        self._poke: Callable[[], None] = lambda: None  # resumes the job in its reactor (a cancel)
+        self._release: Callable[[], None] = lambda: None  # the reactor stops watching its descriptors
         self.result: tuple[str, int | None, str | None, dict[str, str]] = ("failed", None, "not run", {})
 
     # ------------------------------------------------------------ control
@@ -413,30 +516,28 @@ class JobRunner:
             self._wake_loop()
 
     def _wake_loop(self) -> None:
-        """Wake the step's loop from its wait (a cancel is acted on at once, not at the next poll)."""
-        w = self._wake_w
-        if w is not None:
-            try:
-                os.write(w, b"!")
-            except OSError:
-                pass  # full (a wake-up is pending) or closed (the step ended)
+        """Resume the job from its wait (a cancel is acted on at once, not at the next poll)."""
+        self._poke()
 
     def kill_now(self) -> None:
         """SIGKILL the job's processes at once, no grace (they must not run on beside a retry)."""
         self._kill_now = True
         if self.proc is not None:
             signal_group(self.proc.pid, signal.SIGKILL)
+        self._poke()
 
-    # ------------------------------------------------------------ thread body
+    # ------------------------------------------------------------ the job, run by a Reactor
 
-    def run(self) -> None:
-        """Run the job's steps; then hand the result to the agent, which stores it (with others)."""
+    def steps(self) -> Generator[tuple[list[int], float | None], None, None]:
+        """Run the job's steps, yielding (descriptors, when to look again) whenever it waits."""
         try:
-            self.result = self._execute()
+            self.result = yield from self._execute()
         except Exception as e:  # a bug or an OS failure must still give the job a final status
             self.result = ("failed", None, f"sluice error: {e}", {})
-        finally:
-            self.on_done(self)
+
+    def ended(self) -> None:
+        """The job's processes are gone: hand the result to the agent, which stores it (with others)."""
+        self.on_done(self)
 
     def report_in(self, tx: Tx) -> None:
         """Write the result (and the log's last chunks) in the agent's transaction; committed() after it."""
@@ -486,7 +587,9 @@ class JobRunner:
             env[k] = substitute(v, ctx)
         return env
 
-    def _execute(self) -> tuple[str, int | None, str | None, dict[str, str]]:
+    def _execute(
+        self,
+    ) -> Generator[tuple[list[int], float | None], None, tuple[str, int | None, str | None, dict[str, str]]]:
         run_id = self.run_row["id"]
         state = os.path.join(self.root_s, ".sluice")
         workspace = os.path.join(state, "workspaces", f"run-{run_id}")
@@ -549,7 +652,7 @@ class JobRunner:
                 for k, v in (step.get("method_env") or {}).items():
                     env[k] = substitute(v, {**ctx, "inputs": values})
             log.note(f"--- step {i + 1}: {step['name']}")
-            code, why = self._spawn(step["run"], env, log, deadline)
+            code, why = yield from self._spawn(step["run"], env, log, deadline)
             if why and not failed:
                 reason = why
             if code != 0:
@@ -576,8 +679,9 @@ class JobRunner:
 
     def _spawn(
         self, cmd: str | list[str], env: dict[str, str], log: LogWriter, deadline: float | None
-    ) -> tuple[int | None, str | None]:
-        """Run one step to the end; returns (exit code, reason when sluice stopped it)."""
+    ) -> Generator[tuple[list[int], float | None], None, tuple[int | None, str | None]]:
+        """Run one step to the end; returns (exit code, reason when sluice stopped it). Yields what
+        it waits for: its output pipe and pidfd, and when to look again at the latest."""
         try:
             # Popen, not os.posix_spawn: Popen lets go of the GIL while the child starts (vfork),
             # posix_spawn holds it, and the fan-out measured 15% slower with it
@@ -605,19 +709,10 @@ class JobRunner:
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         os.set_blocking(fd, False)
-        sel = selectors.DefaultSelector()
-        sel.register(fd, selectors.EVENT_READ, "out")
         # the process's end wakes us too (a pidfd), so a job is reported the moment it exits,
         # not at the next poll after its output closed
         pidfd = _pidfd(proc.pid)
-        if pidfd is not None:
-            sel.register(pidfd, selectors.EVENT_READ, "exit")
-        wake_r, self._wake_w = os.pipe()
-        os.set_blocking(wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        sel.register(wake_r, selectors.EVENT_READ, "wake")
-        if self._cancel:
-            self._wake_loop()  # cancelled while the step was starting
+        watch = [fd] if pidfd is None else [fd, pidfd]
         stopped: str | None = None
         kill_at: float | None = None
         eof = False
@@ -650,37 +745,30 @@ class JobRunner:
                     log.note("--- still running after the grace period: SIGKILL")
                     signal_group(pgid, signal.SIGKILL)
                     kill_at = float("inf")
-                if not eof or pidfd is not None:
+                if proc.poll() is None:
                     # woken by output, the process's end or a cancel; else at the next thing due
                     wait = POLL_SECONDS if pidfd is not None else 0.05
+                    if eof and pidfd is None:
+                        wait = 0.005
                     t = time.monotonic()
                     for due in (deadline if stopped is None else None, kill_at, record_pid_at):
                         if due is not None and due != float("inf"):
                             wait = min(wait, max(0.0, due - t))
                     if log.buf or log.pending:
                         wait = min(wait, max(0.0, log.last_flush + FLUSH_SECONDS - t))
-                    for key, _ in sel.select(timeout=wait):
-                        if key.data == "wake":
-                            try:
-                                os.read(wake_r, 64)
-                            except BlockingIOError:
-                                pass
-                            continue
-                        if key.data == "exit":
-                            continue
-                        try:
-                            data = os.read(fd, CHUNK_BYTES)
-                        except BlockingIOError:
-                            continue
-                        if not data:
-                            eof = True
-                            sel.unregister(fd)
-                            break
+                    yield watch, t + wait
+                if not eof:
+                    try:
+                        data = os.read(fd, CHUNK_BYTES)
+                    except BlockingIOError:
+                        data = None
+                    if data == b"":
+                        eof = True
+                        watch = [w for w in watch if w != fd]
+                    elif data:
                         log.feed(data)
-                    if (log.buf or log.pending) and time.monotonic() - log.last_flush >= FLUSH_SECONDS:
-                        log.flush()
-                else:
-                    time.sleep(0.005)
+                if (log.buf or log.pending) and time.monotonic() - log.last_flush >= FLUSH_SECONDS:
+                    log.flush()
                 if proc.poll() is not None:
                     # main process gone: take what is left in the pipe, then clean up stragglers
                     while not eof:
@@ -697,13 +785,9 @@ class JobRunner:
             signal_group(pgid, signal.SIGKILL)  # never leave a job's processes behind
             raise
         finally:
-            sel.close()
+            self._release()  # the reactor stops watching them before they are closed
             if pidfd is not None:
                 os.close(pidfd)
-            w, self._wake_w = self._wake_w, None
-            os.close(wake_r)
-            if w is not None:
-                os.close(w)
             proc.stdout.close()
         code = proc.wait()
         if code < 0:

@@ -113,6 +113,7 @@ class Agent:
         self.lock = threading.Lock()
         self.reactor = Reactor(name, on_round=self._after_round)  # runs every job of this agent
         self.plans: dict[int, dict[str, Any]] = {}
+        self.run_rows: dict[int, dict[str, Any]] = {}  # the runs of our jobs (what a job reads never changes)
         self.done: list[JobRunner] = []  # finished, result not stored yet
         self.kick = threading.Event()  # wakes the agent's loop: jobs became ready, or one ended
         self.notify: Callable[[], None] = lambda: None  # also wakes a loop that waits on a selector
@@ -248,13 +249,21 @@ class Agent:
             return 0  # nothing to store, no room to claim: no transaction at all
         try:
             with self.db.write() as tx:
+                # the results' log rows and every event of the step go in one INSERT each
+                events: list[dict[str, Any]] = []
+                logs: list[dict[str, Any]] = []
                 for runner in batch:
-                    runner.report_in(tx)
+                    runner.report_in(tx, events, logs)
+                tx.insert_many("log_chunks", logs)
                 if free > 0:
-                    claimed, runs = self._claim_in(tx, free)
+                    claimed, runs = self._claim_in(tx, free, events)
+                record_events(tx, events)
         except StoreUnavailable:
             with self.lock:  # nothing was stored: try again a little later (the jobs stay ours)
                 self.done[:0] = batch
+                live = {r.run_row["id"] for r in self.runners.values()}
+                for run_id in [r for r in self.run_rows if r not in live]:
+                    del self.run_rows[run_id]  # read by a claim that was undone
             if batch:
                 self.report_after = time.monotonic() + self.report_delay
                 self.report_delay = min(self.report_delay * 2, 5.0)
@@ -281,6 +290,7 @@ class Agent:
                 live = {r.run_row["id"] for r in self.runners.values()} | {j["run_id"] for j in claimed}
                 for run_id in finished - live:
                     self.plans.pop(run_id, None)
+                    self.run_rows.pop(run_id, None)
         for job in claimed:
             run = runs[job["run_id"]]
             runner = JobRunner(
@@ -299,9 +309,12 @@ class Agent:
             self.reactor.submit(runner)
         return len(claimed)
 
-    def _claim_in(self, tx: Tx, free: int) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
-        """Claim up to `free` matching waiting jobs: the candidates, one UPDATE that takes them, the
-        runs they start, their `job.started` events."""
+    def _claim_in(
+        self, tx: Tx, free: int, events: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
+        """Claim up to `free` matching waiting jobs: the candidates, one UPDATE that takes them (one
+        statement when the agent needs no resources matched), the runs they start; their
+        `job.started` events are added to `events`."""
         if self.draining:
             return [], {}
         if self.environments:
@@ -309,20 +322,35 @@ class Agent:
         else:
             env = "r.environment IS NULL"
         res = "" if self.resources else " AND j.resources IS NULL"
-        limit = free if not self.resources else free * 4 + 50
         t = now()
-        have = set(self.resources)
-        rows = tx.all(
-            _CANDIDATES.format(env=env, res=res, lock=_LOCK[self.db.dialect]),
-            (self.name, *self.environments, self.name, limit),
-        )
-        ids = [r["id"] for r in rows if not r["resources"] or set(loads(r["resources"])) <= have][:free]
-        if not ids:
-            return [], {}
-        take = _SET + _TAKE[self.db.dialect].format(ids=",".join("?" * len(ids)))
-        jobs = sorted(tx.all(take, (self.name, t, *ids)), key=lambda j: j["id"])
+        lock = _LOCK[self.db.dialect]
+        if not self.resources:
+            # the candidates as a CTE, read once: PostgreSQL may run a `WHERE id IN (SELECT … LIMIT n
+            # FOR UPDATE SKIP LOCKED)` subquery again for each row and take more than n
+            candidates = _CANDIDATES.format(env=env, res=res, lock=lock).replace(
+                "j.id, j.resources", "j.id", 1
+            )
+            materialized = "MATERIALIZED " if self.db.dialect == "postgresql" else ""
+            jobs = tx.all(
+                f"WITH c AS {materialized}({candidates}) "
+                + _SET
+                + "WHERE id IN (SELECT id FROM c) AND status = 'waiting' AND gate IS NULL RETURNING *",
+                (self.name, *self.environments, self.name, free, self.name, t),
+            )
+        else:
+            have = set(self.resources)
+            rows = tx.all(
+                _CANDIDATES.format(env=env, res=res, lock=lock),
+                (self.name, *self.environments, self.name, free * 4 + 50),
+            )
+            ids = [r["id"] for r in rows if not r["resources"] or set(loads(r["resources"])) <= have][:free]
+            if not ids:
+                return [], {}
+            take = _SET + _TAKE[self.db.dialect].format(ids=",".join("?" * len(ids)))
+            jobs = tx.all(take, (self.name, t, *ids))
         if not jobs:
             return [], {}
+        jobs.sort(key=lambda j: j["id"])
         run_ids = sorted({j["run_id"] for j in jobs})
         marks = ",".join("?" * len(run_ids))
         tx.execute(
@@ -330,21 +358,22 @@ class Agent:
             f"WHERE id IN ({marks}) AND (started_at IS NULL OR status <> 'running')",
             (t, *run_ids),
         )
-        runs = {r["id"]: r for r in tx.all(f"SELECT * FROM runs WHERE id IN ({marks})", run_ids)}
-        record_events(
-            tx,
-            [
-                {
-                    "kind": "job.started",
-                    "actor": f"sluice@{self.name}",
-                    "message": f"{j['name']} started on {self.name}",
-                    "run_id": j["run_id"],
-                    "job_id": j["id"],
-                }
-                for j in jobs
-            ],
+        unknown = [r for r in run_ids if r not in self.run_rows]
+        if unknown:
+            marks = ",".join("?" * len(unknown))
+            for r in tx.all(f"SELECT * FROM runs WHERE id IN ({marks})", unknown):
+                self.run_rows[r["id"]] = r
+        events.extend(
+            {
+                "kind": "job.started",
+                "actor": f"sluice@{self.name}",
+                "message": f"{j['name']} started on {self.name}",
+                "run_id": j["run_id"],
+                "job_id": j["id"],
+            }
+            for j in jobs
         )
-        return jobs, runs
+        return jobs, {r: self.run_rows[r] for r in run_ids}
 
     def _finished(self, runner: JobRunner) -> None:
         """A job's processes are gone (called in the reactor): its result waits for the round's end."""

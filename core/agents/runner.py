@@ -24,7 +24,7 @@ from ..definitions.expressions import substitute
 from ..definitions.inputs import InputError, env_value, validate_inputs
 from ..definitions.objects import env_name
 from ..plan import secret_names, spec_from
-from ..service import mask_text, record_event
+from ..service import mask_text, record_events
 from ..store.db import Database, StoreError, StoreUnavailable, Tx, dumps, loads, now
 from .procs import proc_start, signal_group, store_id
 
@@ -130,15 +130,18 @@ class LogWriter:
         for i in range(0, len(text), CHUNK_BYTES):
             self.pending.append(("out", text[i : i + CHUNK_BYTES]))
 
-    def flush(self, final: bool = False, tx: Tx | None = None) -> None:
-        """Write what is pending. With tx, the rows join that transaction: call committed() after it."""
+    def flush(
+        self, final: bool = False, tx: Tx | None = None, rows: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Write what is pending. With tx, the rows join that transaction: call committed() after it.
+        With rows too, they are added to that list for the caller to insert with others'."""
         self._seal(final)
         self.last_flush = time.monotonic()
         self._staged = self._staged_lost = 0
         if not self.pending and not self.lost:
             return
         if tx is not None:
-            self._write(tx)
+            self._write(tx, rows)
             return
         try:
             with self.db.write() as own:
@@ -227,14 +230,36 @@ class LogWriter:
         self.seq += 1
         self._cap()
 
-    def _write(self, tx: Tx) -> None:
+    def _write(self, tx: Tx, rows: list[dict[str, Any]] | None = None) -> None:
         self._staged_rows = []
-        first = 1
+        entries = list(self.pending)
         if self.lost:  # what had to be dropped is said where it was, before what was kept
-            self._insert(tx, "sluice", self._lost_line(self.lost, self.lost_why), 1)
-            first = 2
-        for n, (stream, text) in enumerate(self.pending, first):
-            self._insert(tx, stream, text, n)
+            entries.insert(0, ("sluice", self._lost_line(self.lost, self.lost_why)))
+        t = now()
+        batch = [
+            {
+                "job_id": self.job_id,
+                "run_id": self.run_id,
+                "seq": self.seq + n,
+                "stream": stream,
+                "data": mask_text(text, self.secrets),
+                "at": t,
+            }
+            for n, (stream, text) in enumerate(entries, 1)
+        ]
+        sizes = [len(text.encode()) if stream == "out" else None for stream, text in entries]
+        if self.head_room > sum(z for z in sizes if z is not None):
+            # all of it is the log's head, kept whole: no row id is needed, the rows go in at once
+            if rows is not None:
+                rows.extend(batch)  # the caller inserts them with the other jobs' rows
+            else:
+                tx.insert_many("log_chunks", batch)
+            self._staged_rows = [(0, z) for z in sizes if z is not None]
+        else:  # past the head: the rows of the tail are remembered by id, to drop the oldest later
+            for row, size in zip(batch, sizes, strict=True):
+                row_id = tx.insert("log_chunks", row)
+                if size is not None:
+                    self._staged_rows.append((row_id, size))
         self._staged = len(self.pending)
         self._staged_lost = self.lost
 
@@ -250,7 +275,6 @@ class LogWriter:
                 "at": now(),
             },
         )
-
         if stream == "out":
             self._staged_rows.append((row_id, len(text.encode())))
 
@@ -539,9 +563,10 @@ class JobRunner:
         """The job's processes are gone: hand the result to the agent, which stores it (with others)."""
         self.on_done(self)
 
-    def report_in(self, tx: Tx) -> None:
-        """Write the result (and the log's last chunks) in the agent's transaction; committed() after it."""
-        self._report(*self.result, tx=tx)
+    def report_in(self, tx: Tx, events: list[dict[str, Any]], logs: list[dict[str, Any]]) -> None:
+        """Write the result in the agent's transaction, adding its event and the log's last chunks to
+        the step's (which inserts each list at once); committed() after it."""
+        self._report(*self.result, tx=tx, events=events, logs=logs)
 
     def committed(self) -> None:
         log = getattr(self, "log", None)
@@ -854,6 +879,8 @@ class JobRunner:
         reason: str | None,
         outputs: dict[str, str],
         tx: Tx | None = None,
+        events: list[dict[str, Any]] | None = None,
+        logs: list[dict[str, Any]] | None = None,
     ) -> None:
         if tx is None:
             with self.db.write() as own:
@@ -870,7 +897,7 @@ class JobRunner:
         )
         log = getattr(self, "log", None)
         if log is not None:
-            log.flush(final=True, tx=tx)
+            log.flush(final=True, tx=tx, rows=logs)
         if will_retry:
             why = f"retry {attempt} of {retry['limit']} after {reason or 'failure'}"
             changed = tx.execute(
@@ -888,15 +915,18 @@ class JobRunner:
             kind = f"job.{status}"
             message = f"{self.job['name']} {status}" + (f": {reason}" if reason else "")
         if changed:
-            record_event(
-                tx,
-                kind,
-                f"sluice@{self.agent}",
-                message,
-                run_id=self.run_row["id"],
-                job_id=self.job["id"],
-                details={"exit_code": exit_code},
-            )
+            event = {
+                "kind": kind,
+                "actor": f"sluice@{self.agent}",
+                "message": message,
+                "run_id": self.run_row["id"],
+                "job_id": self.job["id"],
+                "details": {"exit_code": exit_code},
+            }
+            if events is not None:
+                events.append(event)
+            else:
+                record_events(tx, [event])
 
 
 def job_context(db: Database, run: dict[str, Any], plan: dict[str, Any], base: str) -> dict[str, Any]:

@@ -275,3 +275,42 @@ def test_the_agents_of_a_stopped_engine_read_offline_not_idle(proj: Proj) -> Non
         what="local offline",
     )
     assert "◌ offline" in proj.ok("agent", "list", env=quick).out
+
+
+@pytest.mark.parametrize("where", ["root", "subdirectory"])
+def test_a_job_runs_in_the_project_root_wherever_its_agent_was_started(proj: Proj, where: str) -> None:
+    """An agent started in the project root starts its steps one way (posix_spawn), one started in a
+    subdirectory another (Popen, which can change directory): a person sees the same either way."""
+    import sys
+
+    proj.write("sluice.yaml", SETTINGS)
+    proj.write(
+        "workflows/w.yaml",
+        """\
+        name: w
+        environment: qa
+        jobs:
+          a: {steps: [{run: 'pwd > "$SLUICE_PROJECT/where"; echo to-stdout; echo to-stderr >&2; exit 3'}]}
+        """,
+    )
+    proj.ok("engine", "start", env=ENV)
+    cwd = proj.root if where == "root" else proj.root / "sub"
+    cwd.mkdir(exist_ok=True)
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "tui.cli", "agent", "start", "--name", "qa-1", "--env", "qa"],
+        cwd=cwd,
+        env=proj.env(**ENV),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        r = proj.sluice("workflow", "run", "w", "--json", env=ENV)
+        assert r.code == 1
+        job = r.json["jobs"][0]
+        assert (job["status"], job["exit_code"], job["agent"]) == ("failed", 3, "qa-1")
+        assert (proj.root / "where").read_text().strip() == str(proj.root)
+        logs = proj.ok("run", "logs", "1").out
+        assert "to-stdout" in logs and "to-stderr" in logs
+    finally:
+        agent.kill()
+        agent.wait(timeout=10)

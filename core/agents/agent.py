@@ -330,11 +330,14 @@ class Agent:
             candidates = _CANDIDATES.format(env=env, res=res, lock=lock).replace(
                 "j.id, j.resources", "j.id", 1
             )
-            materialized = "MATERIALIZED " if self.db.dialect == "postgresql" else ""
+            # SQLite: `+status` keeps it from scanning every waiting job along ix_jobs_claim to find
+            # the few ids (0.65 ms against 0.01 ms at 3,000 waiting jobs): the ids go by rowid
+            pg = self.db.dialect == "postgresql"
             jobs = tx.all(
-                f"WITH c AS {materialized}({candidates}) "
+                f"WITH c AS {'MATERIALIZED ' if pg else ''}({candidates}) "
                 + _SET
-                + "WHERE id IN (SELECT id FROM c) AND status = 'waiting' AND gate IS NULL RETURNING *",
+                + f"WHERE id IN (SELECT id FROM c) AND {'' if pg else '+'}status = 'waiting' AND gate IS NULL "
+                "RETURNING *",
                 (self.name, *self.environments, self.name, free, self.name, t),
             )
         else:

@@ -366,6 +366,87 @@ def job_environ() -> dict[str, str]:
     return env
 
 
+class _Child:
+    """A step's process: stdin from /dev/null, stdout and stderr into one pipe (`fd`), in a process
+    group of its own so that the whole job can be signalled (not a session of its own: setsid
+    makes Python fork instead of vfork, 0.6 ms more per step).
+
+    A shell command is started with os.posix_spawn (vfork and exec in libc: about half of
+    Popen's CPU in the parent, bench/README.md) when the job runs in the agent's own directory,
+    as the engine's jobs always do (posix_spawn cannot change directory); otherwise, and for a
+    command given as a list (its PATH search is Popen's, from the job's environment), Popen."""
+
+    def __init__(self, pid: int, fd: int, popen: subprocess.Popen[bytes] | None = None):
+        self.pid = pid
+        self.fd = fd
+        self.popen = popen
+        self.returncode: int | None = None
+
+    @classmethod
+    def start(cls, cmd: str | list[str], env: dict[str, str], cwd: str) -> _Child:
+        if isinstance(cmd, str) and os.getcwd() == cwd:
+            r, w = os.pipe()
+            try:
+                null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    pid = os.posix_spawn(
+                        "/bin/sh",
+                        ["/bin/sh", "-c", cmd],
+                        env,
+                        file_actions=[
+                            (os.POSIX_SPAWN_DUP2, null, 0),
+                            (os.POSIX_SPAWN_DUP2, w, 1),
+                            (os.POSIX_SPAWN_DUP2, w, 2),
+                        ],
+                        setpgroup=0,
+                    )
+                finally:
+                    os.close(null)
+            except BaseException:
+                os.close(r)
+                raise
+            finally:
+                os.close(w)
+            return cls(pid, r)
+        popen = subprocess.Popen(
+            cmd,
+            shell=isinstance(cmd, str),
+            executable="/bin/sh" if isinstance(cmd, str) else None,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+        )
+        assert popen.stdout is not None
+        return cls(popen.pid, popen.stdout.fileno(), popen)
+
+    def poll(self) -> int | None:
+        if self.popen is not None:
+            return self.popen.poll()
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        if self.popen is not None:
+            return self.popen.wait()
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def close(self) -> None:
+        """Close our end of the output pipe."""
+        if self.popen is not None and self.popen.stdout is not None:
+            self.popen.stdout.close()
+        else:
+            os.close(self.fd)
+
+
 class Reactor:
     """One thread that runs every job of an agent: one selector over all their pipes and pidfds.
 
@@ -524,7 +605,7 @@ class JobRunner:
         self.on_done = on_done
         self._cancel: str | None = None
         self._cancel_status = "cancelled"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: _Child | None = None
         self._kill_now = False
         self._poke: Callable[[], None] = lambda: None  # resumes the job in its reactor (a cancel)
         self._release: Callable[[], None] = lambda: None  # the reactor stops watching its descriptors
@@ -708,21 +789,7 @@ class JobRunner:
         """Run one step to the end; returns (exit code, reason when sluice stopped it). Yields what
         it waits for: its output pipe and pidfd, and when to look again at the latest."""
         try:
-            # Popen, not os.posix_spawn: Popen lets go of the GIL while the child starts (vfork),
-            # posix_spawn holds it, and the fan-out measured 15% slower with it
-            proc = subprocess.Popen(
-                cmd,
-                shell=isinstance(cmd, str),
-                executable="/bin/sh" if isinstance(cmd, str) else None,
-                cwd=self.root_s,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                # its own process group, so the whole job can be signalled; not its own session
-                # (setsid makes Python fork instead of vfork: 0.6 ms more per step)
-                process_group=0,
-            )
+            proc = _Child.start(cmd, env, self.root_s)
         except OSError as e:
             log.note(f"cannot start: {e}")
             return 127, f"cannot start: {e.strerror or e}"
@@ -731,8 +798,7 @@ class JobRunner:
         # The pid lets a restarted engine stop this process if we die. A step that ends within
         # PID_RECORD_AFTER never needs it, and skipping the write halves the cost of short jobs.
         record_pid_at: float | None = time.monotonic() + PID_RECORD_AFTER
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
+        fd = proc.fd
         os.set_blocking(fd, False)
         # the process's end wakes us too (a pidfd), so a job is reported the moment it exits,
         # not at the next poll after its output closed
@@ -813,7 +879,7 @@ class JobRunner:
             self._release()  # the reactor stops watching them before they are closed
             if pidfd is not None:
                 os.close(pidfd)
-            proc.stdout.close()
+            proc.close()
         code = proc.wait()
         if code < 0:
             log.note(f"--- killed by signal {-code}")

@@ -366,6 +366,13 @@ def job_environ() -> dict[str, str]:
     return env
 
 
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the agent's directory was removed under it: Popen changes directory itself
+        return None
+
+
 class _Child:
     """A step's process: stdin from /dev/null, stdout and stderr into one pipe (`fd`), in a process
     group of its own so that the whole job can be signalled (not a session of its own: setsid
@@ -384,7 +391,7 @@ class _Child:
 
     @classmethod
     def start(cls, cmd: str | list[str], env: dict[str, str], cwd: str) -> _Child:
-        if isinstance(cmd, str) and os.getcwd() == cwd:
+        if isinstance(cmd, str) and _cwd() == cwd:
             r, w = os.pipe()
             try:
                 null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)

@@ -290,7 +290,7 @@ def test_a_job_runs_in_the_project_root_wherever_its_agent_was_started(proj: Pro
         name: w
         environment: qa
         jobs:
-          a: {steps: [{run: 'pwd > "$SLUICE_PROJECT/where"; echo to-stdout; echo to-stderr >&2; exit 3'}]}
+          a: {steps: [{run: 'pwd > "$SLUICE_PROJECT/where"; yes | head -n 1; echo to-stdout; echo to-stderr >&2; exit 3'}]}
         """,
     )
     proj.ok("engine", "start", env=ENV)
@@ -311,6 +311,8 @@ def test_a_job_runs_in_the_project_root_wherever_its_agent_was_started(proj: Pro
         assert (proj.root / "where").read_text().strip() == str(proj.root)
         logs = proj.ok("run", "logs", "1").out
         assert "to-stdout" in logs and "to-stderr" in logs
+        # SIGPIPE at its default in the step, as in a terminal: `yes` ends quietly when head is done
+        assert "\ny\n" in logs and "Broken pipe" not in logs
     finally:
         agent.kill()
         agent.wait(timeout=10)

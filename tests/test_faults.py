@@ -305,6 +305,41 @@ def test_a_store_locked_past_the_lease_delays_the_engine_and_the_job_finishes_on
     assert "job.retry" not in kinds and "engine.stopped" not in kinds
 
 
+def test_a_job_times_out_while_the_store_is_locked(proj: Proj) -> None:
+    """An agent reads its jobs' output and acts on their timeouts apart from the store: a store
+    locked for longer than its busy timeout holds up only the writes (the chatty job's log), which
+    follow once it is free; the job is stopped on time meanwhile."""
+    proj.write("sluice.yaml", OWN_AGENT)
+    env = {"SLUICE_BUSY_TIMEOUT": "60"}
+    proj.write(
+        "workflows/w.yaml",
+        """\
+        name: w
+        jobs:
+          chatty:
+            timeout: 2s
+            steps:
+              - run: 'echo $$ > "$SLUICE_PROJECT/pid"; while :; do echo tick; sleep 0.02; done'
+        """,
+    )
+    proj.ok("engine", "start", env=env)
+    proj.ok("workflow", "run", "w", "--detach", env=env)
+    pid_file = proj.root / "pid"
+    proj.wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the job to start")
+    pid = int(pid_file.read_text())
+    release = hold_write_lock(proj)
+    try:
+        # before, the agent's loop waited in the log's write and the job ran on for the whole lock
+        proj.wait_for(lambda: gone(pid), timeout=20, what="the job stopped by its timeout, store locked")
+    finally:
+        release()
+    view = finished(proj, 1, 60)
+    job = jobs(view)["chatty"]
+    assert (job["status"], job["reason"]) == ("failed", "timed out after 2.0s")
+    logs = proj.ok("run", "logs", "1").out
+    assert "tick" in logs and "timed out after 2.0s: sending SIGTERM" in logs
+
+
 def hold_write_lock(proj: Proj):  # type: ignore[no-untyped-def]
     """Take the store's write lock from this process; returns the function that lets it go."""
     if proj.db_url is None:

@@ -111,6 +111,25 @@ def test_if_failure_is_skipped_when_all_succeed(proj: Proj) -> None:
     assert jobs(view)["rollback"]["status"] == "skipped"
 
 
+def test_a_pipeline_whose_reader_stops_early_ends_as_in_a_terminal(proj: Proj) -> None:
+    """The engine's agent starts steps with posix_spawn: the step gets SIGPIPE and SIGXFSZ at their
+    defaults (Python ignores both), so a writer whose reader is gone ends at once, without a word."""
+    proj.write(
+        "workflows/w.yaml",
+        """\
+        name: w
+        jobs:
+          a: {steps: [{run: 'while :; do echo x; done | head -n 2; grep -E "^SigIgn" /proc/self/status'}]}
+        """,
+    )
+    r = proj.sluice("workflow", "run", "w", "--json")
+    assert r.code == 0, r.err
+    logs = proj.ok("run", "logs", "1", "--job", "a").out
+    assert "x\nx\n" in logs and "Broken pipe" not in logs
+    ignored = int(logs.split("SigIgn:")[1].split()[0], 16)
+    assert not ignored & (1 << (13 - 1)) and not ignored & (1 << (25 - 1))  # SIGPIPE, SIGXFSZ
+
+
 def test_when_always_steps_run_after_a_failed_step(proj: Proj) -> None:
     proj.write(
         "workflows/w.yaml",

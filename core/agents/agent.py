@@ -21,7 +21,7 @@ from ..errors import Refused
 from ..service import record_event, record_events
 from ..store.db import Database, IntegrityError, StoreError, StoreUnavailable, Tx, dumps, loads, now
 from ..times import agent_timeout
-from .runner import LOG_LIMIT, JobRunner, Reactor, job_environ
+from .runner import LOG_LIMIT, JobRunner, Reactor, StoreThread, job_environ
 
 # Claims: the waiting jobs this agent may take, matched in SQL (environment fencing, pinned
 # copies, an enabled agent; resources are checked on the few rows read), in dispatch order
@@ -111,7 +111,9 @@ class Agent:
         self.runners: dict[int, JobRunner] = {}
         self.environ = job_environ()  # what every job's environment starts from
         self.lock = threading.Lock()
-        self.reactor = Reactor(name, on_round=self._after_round)  # runs every job of this agent
+        self.store_thread = StoreThread(name)  # what may wait on the store
+        self.reactor = Reactor(name, on_round=self._round_ended)  # runs every job of this agent
+        self._round_queued = False
         self.plans: dict[int, dict[str, Any]] = {}
         self.run_rows: dict[int, dict[str, Any]] = {}  # the runs of our jobs (what a job reads never changes)
         self.done: list[JobRunner] = []  # finished, result not stored yet
@@ -261,19 +263,25 @@ class Agent:
         except StoreUnavailable:
             with self.lock:  # nothing was stored: try again a little later (the jobs stay ours)
                 self.done[:0] = batch
-                live = {r.run_row["id"] for r in self.runners.values()}
-                for run_id in [r for r in self.run_rows if r not in live]:
-                    del self.run_rows[run_id]  # read by a claim that was undone
+            self._forget_unused_runs()
             if batch:
                 self.report_after = time.monotonic() + self.report_delay
                 self.report_delay = min(self.report_delay * 2, 5.0)
             raise
         except StoreError:
+            self._forget_unused_runs()
             if not batch:
                 raise
             for runner in batch:  # refused for good: each on its own, its log apart if need be
                 runner.finish_alone()
             claimed = []
+        except Exception:
+            # a bug, not the store: the results stay queued (the jobs keep their slots and are
+            # stored by a later step), and the engine log says what happened
+            with self.lock:
+                self.done[:0] = batch
+            self._forget_unused_runs()
+            raise
         else:
             for runner in batch:
                 runner.committed()
@@ -303,11 +311,19 @@ class Agent:
                 plan=self._plan(run, plan_of),
                 log_limit=self.log_limit,
                 environ=self.environ,
+                write_later=self.store_thread.submit,
             )
             with self.lock:
                 self.runners[job["id"]] = runner
             self.reactor.submit(runner)
         return len(claimed)
+
+    def _forget_unused_runs(self) -> None:
+        """Drop the run rows a claim that was undone read (no job of ours belongs to them)."""
+        with self.lock:
+            live = {r.run_row["id"] for r in self.runners.values()}
+            for run_id in [r for r in self.run_rows if r not in live]:
+                del self.run_rows[run_id]
 
     def _claim_in(
         self, tx: Tx, free: int, events: list[dict[str, Any]]
@@ -383,14 +399,24 @@ class Agent:
         with self.lock:
             self.done.append(runner)
 
+    def _round_ended(self) -> None:
+        """Jobs ended in the reactor's round: the store thread stores them (once for rounds that end
+        while it is busy), so that the reactor goes on reading the other jobs whatever the store does."""
+        if not self._round_queued:
+            self._round_queued = True
+            self.store_thread.submit(self._after_round)
+
     def _after_round(self) -> None:
-        """Jobs ended in the reactor's round: their results are stored together, and the freed slots
-        filled, by a step this thread does itself when no other step is under way (else by that one)."""
+        """In the store thread: the results of the jobs that ended are stored together, and the
+        freed slots filled, by a step done here when no other step is under way (else by that one)."""
+        self._round_queued = False
         if self.stepping.acquire(blocking=False):
             try:
                 self.step()
-            except Exception:
-                pass  # the store is away, or a bug: the results stay queued for the agent's loop
+            except StoreError:
+                pass  # the store is away: the results stay queued for the agent's loop
+            except Exception as e:  # a bug: said, and the results stay queued too
+                sys.stderr.write(f"sluice: agent {self.name}: {e}\n")
             finally:
                 self.stepping.release()
             with self.lock:

@@ -98,14 +98,36 @@ class LogWriter:
         self.marker: int | None = None  # the row that says how much of the middle was dropped
         self.dropped = 0
         self._staged_rows: list[tuple[int, int]] = []  # output rows of the open transaction
+        self.in_flight = False  # a flush_later under way in the store thread
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> bool:
+        """Buffer output; True when a flush is due (CHUNK_BYTES gathered, or FLUSH_SECONDS passed)."""
         text = self.decoder.decode(data)
         if text:
             self.buf.append(text)
             self.size += len(text)
-        if self.size >= CHUNK_BYTES or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
-            self.flush()
+        return self.size >= CHUNK_BYTES or time.monotonic() - self.last_flush >= FLUSH_SECONDS
+
+    def flush_later(self, submit: Callable[[Callable[[], None]], None], done: Callable[[], None]) -> None:
+        """Flush from the agent's store thread (`submit`): the caller (the reactor) seals what it has
+        and goes on reading the job, whatever the store does; `done` is called from there once the
+        rows are stored, or kept in memory when the store is away. One flush at a time."""
+        if self.in_flight:
+            return
+        self._seal()
+        self.last_flush = time.monotonic()
+        if not self.pending and not self.lost:
+            return
+        self.in_flight = True
+
+        def task() -> None:
+            try:
+                self._store()
+            finally:
+                self.in_flight = False
+                done()
+
+        submit(task)
 
     def note(self, text: str) -> None:
         """A line from sluice itself (step headers, kill notices)."""
@@ -143,6 +165,11 @@ class LogWriter:
         if tx is not None:
             self._write(tx, rows)
             return
+        self._store()
+
+    def _store(self) -> None:
+        """Write what is pending in a transaction of its own."""
+        self._staged = self._staged_lost = 0
         try:
             with self.db.write() as own:
                 self._write(own)
@@ -194,13 +221,15 @@ class LogWriter:
                     f"the store refused to say so in the log: {_first_line(e)}\n"
                 )
             self.lost = 0
-        batch, self.pending = self.pending, []
+        # the entries taken out, not the list replaced: the reactor may add to it meanwhile
+        batch = self.pending[: len(self.pending)]
+        del self.pending[: len(batch)]
         for i, (stream, text) in enumerate(batch):
             try:
                 self._write_one(stream, text)
                 continue
             except StoreUnavailable as e:
-                self.pending = batch[i:]
+                self.pending[0:0] = batch[i:]
                 self._keep(str(e))
                 return
             except StoreError as e:
@@ -214,7 +243,7 @@ class LogWriter:
                     self._write_one("sluice", line)
                     break
                 except StoreUnavailable as e:
-                    self.pending = [("sluice", line), *batch[i + 1 :]]
+                    self.pending[0:0] = [("sluice", line), *batch[i + 1 :]]
                     self._keep(str(e))
                     return
                 except StoreError:
@@ -260,7 +289,7 @@ class LogWriter:
                 row_id = tx.insert("log_chunks", row)
                 if size is not None:
                     self._staged_rows.append((row_id, size))
-        self._staged = len(self.pending)
+        self._staged = len(entries) - (1 if self.lost else 0)  # what was written, not what came since
         self._staged_lost = self.lost
 
     def _insert(self, tx: Tx, stream: str, text: str, n: int) -> None:
@@ -366,6 +395,34 @@ def job_environ() -> dict[str, str]:
     return env
 
 
+_DEFAULT_SIGNALS = tuple(getattr(signal, n) for n in ("SIGPIPE", "SIGXFSZ", "SIGXFZ") if hasattr(signal, n))
+
+
+class StoreThread:
+    """One thread per agent for its writes that may wait on the store: storing results and
+    claiming (a step), a log flushed while its job runs, a pid recorded. A slow or locked store
+    holds up this thread only, never the reactor that reads the jobs' output and acts on their
+    timeouts, cancels and kills."""
+
+    def __init__(self, name: str):
+        import queue
+
+        self.tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._work, name=f"store-{name}", daemon=True)
+        self.thread.start()
+
+    def submit(self, task: Callable[[], None]) -> None:
+        self.tasks.put(task)
+
+    def _work(self) -> None:
+        while True:
+            task = self.tasks.get()
+            try:
+                task()
+            except Exception as e:  # the thread must outlive a bug in one task
+                sys.stderr.write(f"sluice: store thread: {e}\n")
+
+
 def _cwd() -> str | None:
     try:
         return os.getcwd()
@@ -406,6 +463,9 @@ class _Child:
                             (os.POSIX_SPAWN_DUP2, w, 2),
                         ],
                         setpgroup=0,
+                        # as Popen's restore_signals: Python ignores SIGPIPE and SIGXFSZ, and a
+                        # step must not inherit that (`yes | head -1` would never end)
+                        setsigdef=_DEFAULT_SIGNALS,
                     )
                 finally:
                     os.close(null)
@@ -428,6 +488,10 @@ class _Child:
         )
         assert popen.stdout is not None
         return cls(popen.pid, popen.stdout.fileno(), popen)
+
+    @property
+    def reaped(self) -> bool:
+        return (self.popen.returncode if self.popen is not None else self.returncode) is not None
 
     def poll(self) -> int | None:
         if self.popen is not None:
@@ -558,7 +622,13 @@ class Reactor:
                 if fd not in watched:
                     self.sel.register(fd, selectors.EVENT_READ, runner)
         except (KeyError, ValueError, OSError) as e:  # never: but a job that cannot be watched must end
-            self._forget(runner)
+            for fd in {*watched, *fds}:  # whatever of it is registered goes, before its fds close
+                try:
+                    if self.sel.get_key(fd).data is runner:
+                        self.sel.unregister(fd)
+                except (KeyError, ValueError):
+                    pass
+            self.live.pop(runner, None)
             gen.close()  # its processes are killed (the generator's own clean-up)
             runner.result = ("failed", None, f"sluice error: cannot watch the job's output: {e}", {})
             runner.ended()
@@ -579,7 +649,10 @@ class Reactor:
         entry = self.live.get(runner)
         if entry is not None and entry[2]:
             for fd in entry[2]:
-                self.sel.unregister(fd)
+                try:
+                    self.sel.unregister(fd)
+                except (KeyError, ValueError):
+                    pass
             self.live[runner] = (entry[0], entry[1], [])
 
 
@@ -597,6 +670,7 @@ class JobRunner:
         plan: dict[str, Any] | None = None,
         log_limit: int = LOG_LIMIT,
         environ: dict[str, str] | None = None,
+        write_later: Callable[[Callable[[], None]], None] | None = None,
     ):
         self.db = db
         self.root = root
@@ -616,6 +690,9 @@ class JobRunner:
         self._kill_now = False
         self._poke: Callable[[], None] = lambda: None  # resumes the job in its reactor (a cancel)
         self._release: Callable[[], None] = lambda: None  # the reactor stops watching its descriptors
+        # the agent's store thread: writes that may wait on the store (a flush, the pid) go there
+        self._write_later: Callable[[Callable[[], None]], None] = write_later or (lambda task: task())
+        self._pid_retry = False
         self.result: tuple[str, int | None, str | None, dict[str, str]] = ("failed", None, "not run", {})
 
     # ------------------------------------------------------------ control
@@ -634,7 +711,7 @@ class JobRunner:
     def kill_now(self) -> None:
         """SIGKILL the job's processes at once, no grace (they must not run on beside a retry)."""
         self._kill_now = True
-        if self.proc is not None:
+        if self.proc is not None and not self.proc.reaped:  # a reaped pid may be another's by now
             signal_group(self.proc.pid, signal.SIGKILL)
         self._poke()
 
@@ -773,6 +850,8 @@ class JobRunner:
                     exit_code = code
                     reason = reason or f"step {step['name']} exited {code}"
                 failed = True
+        while log.in_flight:  # the last flush from the store thread first: the result takes the rest
+            yield [], time.monotonic() + 0.05
         log._seal(final=True)
         outputs = self._read_outputs(output_file, log)
         if self._cancel:
@@ -817,15 +896,12 @@ class JobRunner:
         try:
             while True:
                 if record_pid_at is not None and time.monotonic() >= record_pid_at:
-                    try:
-                        with self.db.write() as tx:
-                            tx.execute(
-                                "UPDATE jobs SET pid = ?, proc_start = ? WHERE id = ? AND claim_token = ?",
-                                (proc.pid, proc_start(proc.pid), self.job["id"], self.token),
-                            )
-                        record_pid_at = None
-                    except StoreError:
-                        record_pid_at = time.monotonic() + 0.5
+                    # written by the store thread: a slow store must not hold up this loop
+                    record_pid_at = None
+                    self._record_pid(proc.pid, proc_start(proc.pid))
+                if self._pid_retry:
+                    self._pid_retry = False
+                    record_pid_at = time.monotonic() + 0.5
                 if stopped is None:
                     if self._cancel:
                         stopped = self._cancel
@@ -852,9 +928,14 @@ class JobRunner:
                     for due in (deadline if stopped is None else None, kill_at, record_pid_at):
                         if due is not None and due != float("inf"):
                             wait = min(wait, max(0.0, due - t))
-                    if log.buf or log.pending:
+                    if (log.buf or log.pending) and not log.in_flight:
                         wait = min(wait, max(0.0, log.last_flush + FLUSH_SECONDS - t))
-                    yield watch, t + wait
+                    # while a flush waits on the store and much is buffered, the pipe is left unread:
+                    # the job waits on its output, as on a slow terminal, and nothing is dropped
+                    full = log.in_flight and log.size >= PENDING_LIMIT
+                    yield ([w for w in watch if w != fd] if full else watch), t + wait
+                    if full:
+                        continue
                 if not eof:
                     try:
                         data = os.read(fd, CHUNK_BYTES)
@@ -863,10 +944,10 @@ class JobRunner:
                     if data == b"":
                         eof = True
                         watch = [w for w in watch if w != fd]
-                    elif data:
-                        log.feed(data)
+                    elif data and log.feed(data):
+                        log.flush_later(self._write_later, self._poke)
                 if (log.buf or log.pending) and time.monotonic() - log.last_flush >= FLUSH_SECONDS:
-                    log.flush()
+                    log.flush_later(self._write_later, self._poke)
                 if proc.poll() is not None:
                     # main process gone: take what is left in the pipe, then clean up stragglers
                     while not eof:
@@ -881,6 +962,10 @@ class JobRunner:
                     break
         except BaseException:
             signal_group(pgid, signal.SIGKILL)  # never leave a job's processes behind
+            try:
+                proc.wait()  # nor a zombie: a process started by posix_spawn is ours to reap
+            except ChildProcessError:
+                pass
             raise
         finally:
             self._release()  # the reactor stops watching them before they are closed
@@ -891,6 +976,23 @@ class JobRunner:
         if code < 0:
             log.note(f"--- killed by signal {-code}")
         return code, stopped
+
+    def _record_pid(self, pid: int, start: str | None) -> None:
+        """The pid lets a restarted engine stop this process if we die: stored by the store thread,
+        tried again half a second later when the store cannot take it."""
+
+        def task() -> None:
+            try:
+                with self.db.write() as tx:
+                    tx.execute(
+                        "UPDATE jobs SET pid = ?, proc_start = ? WHERE id = ? AND claim_token = ?",
+                        (pid, start, self.job["id"], self.token),
+                    )
+            except StoreError:
+                self._pid_retry = True
+                self._poke()
+
+        self._write_later(task)
 
     def _read_outputs(self, path: str, log: LogWriter) -> dict[str, str]:
         try:

@@ -264,13 +264,17 @@ class Agent:
             with self.lock:  # nothing was stored: try again a little later (the jobs stay ours)
                 self.done[:0] = batch
             self._forget_unused_runs()
-            if batch:
+            if batch and not self.db.not_waiting:  # (the reactor's quick try hands over at once)
                 self.report_after = time.monotonic() + self.report_delay
                 self.report_delay = min(self.report_delay * 2, 5.0)
             raise
         except StoreError:
             self._forget_unused_runs()
             if not batch:
+                raise
+            if self.db.not_waiting:  # the reactor's quick try: the store thread does the rest, waiting
+                with self.lock:
+                    self.done[:0] = batch
                 raise
             for runner in batch:  # refused for good: each on its own, its log apart if need be
                 runner.finish_alone()
@@ -400,8 +404,26 @@ class Agent:
             self.done.append(runner)
 
     def _round_ended(self) -> None:
-        """Jobs ended in the reactor's round: the store thread stores them (once for rounds that end
-        while it is busy), so that the reactor goes on reading the other jobs whatever the store does."""
+        """Jobs ended in the reactor's round: their results are stored, and the freed slots filled.
+
+        On SQLite the reactor does it itself when the store's write lock is free at this moment (no
+        hand-over to another thread: a fifth of a short job's cost); otherwise, and always on
+        PostgreSQL, the store thread does (once for rounds that end while it is busy), so that the
+        reactor goes on reading the other jobs whatever the store does."""
+        if not self._round_queued and self.stepping.acquire(blocking=False):
+            try:
+                with self.db.without_waiting() as fast:
+                    if fast:
+                        self.step()
+                        with self.lock:
+                            if not self.done:
+                                return  # stored, and the slots filled
+            except StoreError:
+                pass  # busy, or refused: the store thread does it, and waits
+            except Exception as e:  # a bug: said, and the results stay queued
+                sys.stderr.write(f"sluice: agent {self.name}: {e}\n")
+            finally:
+                self.stepping.release()
         if not self._round_queued:
             self._round_queued = True
             self.store_thread.submit(self._after_round)

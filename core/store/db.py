@@ -270,13 +270,43 @@ class Database:
     def write(self, *, fenced: bool = True) -> Iterator[Tx]:
         """A short write transaction (see _write). On SQLite the threads of this process take turns on
         a lock of their own first: they wait on it, woken the moment it is free, rather than in
-        SQLite's busy handler, which sleeps for milliseconds between tries."""
+        SQLite's busy handler, which sleeps for milliseconds between tries.
+
+        Inside without_waiting(), a SQLite write that cannot start at once raises StoreUnavailable
+        instead of waiting."""
         if self.dialect != "sqlite":
             with self._write(fenced=fenced) as tx:
                 yield tx
             return
+        if getattr(self._local, "no_wait", False):
+            if not self._writers.acquire(blocking=False):
+                raise StoreUnavailable(f"database busy ({self.path}): another writer of this process")
+            try:
+                with self._write(fenced=fenced) as tx:
+                    yield tx
+            finally:
+                self._writers.release()
+            return
         with self._writers, self._write(fenced=fenced) as tx:
             yield tx
+
+    @contextmanager
+    def without_waiting(self) -> Iterator[bool]:
+        """SQLite: this thread's writes in the block start at once or raise StoreUnavailable (the
+        write lock taken, by this process or another). Yields False on PostgreSQL, where it does
+        nothing: the caller should not count on it there."""
+        if self.dialect != "sqlite":
+            yield False
+            return
+        self._local.no_wait = True
+        try:
+            yield True
+        finally:
+            self._local.no_wait = False
+
+    @property
+    def not_waiting(self) -> bool:
+        return bool(getattr(self._local, "no_wait", False))
 
     @contextmanager
     def _write(self, *, fenced: bool = True) -> Iterator[Tx]:
@@ -301,6 +331,7 @@ class Database:
     @contextmanager
     def _transaction(self, cx: Any, fenced: bool) -> Iterator[Tx]:
         fence = self.fence if fenced else None
+        no_wait = self.dialect == "sqlite" and getattr(self._local, "no_wait", False)
         if self.dialect == "sqlite":
             begin = "BEGIN IMMEDIATE"
         elif fence is not None:
@@ -311,7 +342,14 @@ class Database:
         else:
             begin = "BEGIN"
         try:
-            cx.execute(begin)
+            if no_wait:
+                cx.execute("PRAGMA busy_timeout=0")
+                try:
+                    cx.execute(begin)
+                finally:
+                    cx.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+            else:
+                cx.execute(begin)
         except Exception as e:
             if self.dialect == "postgresql":
                 _pg_rollback(cx)

@@ -70,10 +70,12 @@ class Proj:
         assert r.code == 0, f"sluice {' '.join(args)} -> {r.code}\nstdout: {r.out}\nstderr: {r.err}"
         return r
 
-    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    def popen(
+        self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "tui.cli", *args],
-            cwd=self.root,
+            cwd=cwd or self.root,
             env=self.env(**(env or {})),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -281,8 +281,6 @@ def test_the_agents_of_a_stopped_engine_read_offline_not_idle(proj: Proj) -> Non
 def test_a_job_runs_in_the_project_root_wherever_its_agent_was_started(proj: Proj, where: str) -> None:
     """An agent started in the project root starts its steps one way (posix_spawn), one started in a
     subdirectory another (Popen, which can change directory): a person sees the same either way."""
-    import sys
-
     proj.write("sluice.yaml", SETTINGS)
     proj.write(
         "workflows/w.yaml",
@@ -296,13 +294,7 @@ def test_a_job_runs_in_the_project_root_wherever_its_agent_was_started(proj: Pro
     proj.ok("engine", "start", env=ENV)
     cwd = proj.root if where == "root" else proj.root / "sub"
     cwd.mkdir(exist_ok=True)
-    agent = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "agent", "start", "--name", "qa-1", "--env", "qa"],
-        cwd=cwd,
-        env=proj.env(**ENV),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    agent = proj.popen("agent", "start", "--name", "qa-1", "--env", "qa", env=ENV, cwd=cwd)
     try:
         r = proj.sluice("workflow", "run", "w", "--json", env=ENV)
         assert r.code == 1

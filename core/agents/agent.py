@@ -224,9 +224,9 @@ class Agent:
         that finished since the last step (those that end together are committed together), then
         the claim of as many matching waiting jobs as there are free slots. Returns how many started.
 
-        One caller at a time: the reactor does it itself after a round in which jobs ended, when no
-        other step is under way (so a freed slot is filled without handing over to another thread);
-        otherwise those results wait for the step under way, which loops until none is left."""
+        One caller at a time: after a round in which jobs ended, the reactor (SQLite, the store free)
+        or the store thread does it, when no other step is under way; otherwise those results wait
+        for the step under way, which loops until none is left."""
         with self.stepping:
             try:
                 started = self._step(plan_of or self.plan_of)
@@ -410,20 +410,10 @@ class Agent:
         hand-over to another thread: a fifth of a short job's cost); otherwise, and always on
         PostgreSQL, the store thread does (once for rounds that end while it is busy), so that the
         reactor goes on reading the other jobs whatever the store does."""
-        if not self._round_queued and self.stepping.acquire(blocking=False):
-            try:
-                with self.db.without_waiting() as fast:
-                    if fast:
-                        self.step()
-                        with self.lock:
-                            if not self.done:
-                                return  # stored, and the slots filled
-            except StoreError:
-                pass  # busy, or refused: the store thread does it, and waits
-            except Exception as e:  # a bug: said, and the results stay queued
-                sys.stderr.write(f"sluice: agent {self.name}: {e}\n")
-            finally:
-                self.stepping.release()
+        if not self._round_queued:
+            with self.db.without_waiting() as fast:
+                if fast and self._step_if_free():
+                    return
         if not self._round_queued:
             self._round_queued = True
             self.store_thread.submit(self._after_round)
@@ -432,20 +422,24 @@ class Agent:
         """In the store thread: the results of the jobs that ended are stored together, and the
         freed slots filled, by a step done here when no other step is under way (else by that one)."""
         self._round_queued = False
-        if self.stepping.acquire(blocking=False):
-            try:
-                self.step()
-            except StoreError:
-                pass  # the store is away: the results stay queued for the agent's loop
-            except Exception as e:  # a bug: said, and the results stay queued too
-                sys.stderr.write(f"sluice: agent {self.name}: {e}\n")
-            finally:
-                self.stepping.release()
-            with self.lock:
-                if not self.done:
-                    return  # stored, and the slots filled: the agent's loop has nothing to do
-        self.kick.set()  # results left over (the store is away) or a step under way elsewhere
-        self.notify()
+        if not self._step_if_free():
+            self.kick.set()  # results left over (the store is away) or a step under way elsewhere
+            self.notify()
+
+    def _step_if_free(self) -> bool:
+        """A step, unless one is under way in another thread; True when no result is left to store."""
+        if not self.stepping.acquire(blocking=False):
+            return False
+        try:
+            self.step()
+        except StoreError:
+            pass  # busy or away: the results stay queued
+        except Exception as e:  # a bug: said, and the results stay queued too
+            sys.stderr.write(f"sluice: agent {self.name}: {e}\n")
+        finally:
+            self.stepping.release()
+        with self.lock:
+            return not self.done
 
     def loop(
         self, stop: threading.Event, plan_of: Callable[[dict[str, Any]], dict[str, Any]] | None = None
@@ -536,7 +530,7 @@ def serve(db: Database, root: Path, agent: Agent, *, stop: threading.Event) -> i
         settled.add(run_id)
 
     def after_step() -> None:
-        # in the thread that stored the results (the reactor, mostly): no hand-off to this loop
+        # in the thread that stored the results (the reactor or the store thread): no hand-off here
         if settled:
             settled.clear()
             _poke_engine(db)  # the engine settles the runs those jobs belong to

@@ -222,7 +222,7 @@ class LogWriter:
                 )
             self.lost = 0
         # the entries taken out, not the list replaced: the reactor may add to it meanwhile
-        batch = self.pending[: len(self.pending)]
+        batch = list(self.pending)
         del self.pending[: len(batch)]
         for i, (stream, text) in enumerate(batch):
             try:
@@ -931,7 +931,7 @@ class JobRunner:
                     if (log.buf or log.pending) and not log.in_flight:
                         wait = min(wait, max(0.0, log.last_flush + FLUSH_SECONDS - t))
                     # while a flush waits on the store and much is buffered, the pipe is left unread:
-                    # the job waits on its output, as on a slow terminal, and nothing is dropped
+                    # the job waits on its output, as on a slow terminal
                     full = log.in_flight and log.size >= PENDING_LIMIT
                     yield ([w for w in watch if w != fd] if full else watch), t + wait
                     if full:

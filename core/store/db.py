@@ -278,7 +278,7 @@ class Database:
             with self._write(fenced=fenced) as tx:
                 yield tx
             return
-        if getattr(self._local, "no_wait", False):
+        if self.not_waiting:
             if not self._writers.acquire(blocking=False):
                 raise StoreUnavailable(f"database busy ({self.path}): another writer of this process")
             try:
@@ -331,7 +331,7 @@ class Database:
     @contextmanager
     def _transaction(self, cx: Any, fenced: bool) -> Iterator[Tx]:
         fence = self.fence if fenced else None
-        no_wait = self.dialect == "sqlite" and getattr(self._local, "no_wait", False)
+        no_wait = self.dialect == "sqlite" and self.not_waiting
         if self.dialect == "sqlite":
             begin = "BEGIN IMMEDIATE"
         elif fence is not None:

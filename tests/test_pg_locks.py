@@ -200,6 +200,7 @@ def test_an_engine_taking_the_lease_over_waits_for_the_old_ones_writes(proj: Pro
         pytest.skip("SQLite has one writer at a time by design (BEGIN IMMEDIATE)")
     from core.engine.main import Lease
     from core.service import Service
+    from core.store.db import Fence
 
     svc = proj.service()
     with svc.db.write() as tx:
@@ -209,7 +210,7 @@ def test_an_engine_taking_the_lease_over_waits_for_the_old_ones_writes(proj: Pro
     def take_over() -> None:
         took.append(Lease(Service.open(proj.root).db, "new").acquire())
 
-    svc.db.fence = lambda tx: None  # as an engine's writes: each is fenced
+    svc.db.fence = Fence("SELECT 1 AS one", lambda row: None)  # as an engine's writes: each is fenced
     with svc.db.write():
         t = threading.Thread(target=take_over)
         t.start()

@@ -193,7 +193,7 @@ class Engine:
             if self.stop_mode:
                 return 0
             sel.select(timeout=LEASE_SECONDS / 3)
-        self.db.fence = self.scheduler.fence  # from now on every write of this engine checks the lease
+        self.db.fence = self.scheduler.fence()  # from now on every write of this engine checks the lease
         if not wake.claim():  # a standby that took over owns the shared address from now on
             log("another process owns the wake-up address; falling back to the idle tick")
         sel.register(wake.sock, selectors.EVENT_READ, "wake")

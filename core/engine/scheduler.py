@@ -16,7 +16,7 @@ from ..agents.runner import JobRunner, _ancestors
 from ..definitions.objects import Project
 from ..service import Service, record_event
 from ..statuses import ACTIVE_RUN, FAILED_JOB, FINAL_JOB, NOT_STARTED_JOB, sql_list
-from ..store.db import Database, LostLease, Tx, loads, now
+from ..store.db import Database, Fence, LostLease, Row, Tx, loads, now
 from . import groups, timers, triggers, upstream
 
 FAILED = FAILED_JOB
@@ -71,6 +71,7 @@ REASON_EVENTS = (
     "agent.disabled",
     "agent.lost",
 )
+FENCE_QUERY = "SELECT holder, token FROM leases WHERE name = 'scheduler'"  # read by every engine write
 REASON_REFRESH = 5.0  # seconds: the words on waiting jobs are checked at least this often
 
 
@@ -345,12 +346,16 @@ class Scheduler:
                     self._flush_waits(tx)
                 self._settle(tx, run)
 
-    def fence(self, tx: Tx) -> None:
-        """Fencing: write only while we hold the lease with our token. An engine that stalled past its
-        lease (and was replaced) must not move anything on."""
+    def fence(self) -> Fence:
+        """The check every write of this engine makes first (Database.fence)."""
+        return Fence(FENCE_QUERY, self.check_fence)
+
+    def check_fence(self, row: Row | None) -> None:
+        """Fencing: write only while we hold the lease with our token (`row`: the lease as read by
+        FENCE_QUERY in the write transaction). An engine that stalled past its lease (and was
+        replaced) must not move anything on."""
         if self.lease is None:
             return
-        row = tx.one("SELECT holder, token FROM leases WHERE name = 'scheduler'")
         if row is None or row["holder"] != self.lease.holder or row["token"] != self.lease.token:
             raise LostLease("another engine holds the scheduler lease")
 

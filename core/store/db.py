@@ -95,7 +95,7 @@ class Database:
         self._writers = threading.RLock()  # SQLite: this process's writers, one at a time
         self._pool = _Pool(self.conninfo, pool_size()) if self.dialect == "postgresql" else None
         self._checked = False
-        self.fence: Any = None  # set by the engine: a check run first in every write transaction
+        self.fence: Fence | None = None  # set by the engine: a check run first in every write transaction
 
     # ------------------------------------------------------------ connections
 
@@ -335,21 +335,22 @@ class Database:
         if self.dialect == "sqlite":
             begin = "BEGIN IMMEDIATE"
         elif fence is not None:
-            # An engine writes only while it holds the scheduler lease (the fence, below). This lock,
-            # shared by its writes, keeps an engine taking the lease over waiting until each of them
-            # is committed or undone. Sent with BEGIN: one round trip.
-            begin = f"BEGIN; SELECT pg_advisory_xact_lock_shared({lock_id(FENCE_LOCK)})"
+            # An engine writes only while it holds the scheduler lease (the fence's query, read in
+            # this transaction). This lock, shared by its writes, keeps an engine taking the lease
+            # over waiting until each of them is committed or undone. BEGIN, the lock and the
+            # fence's query go in one round trip.
+            begin = f"BEGIN; SELECT pg_advisory_xact_lock_shared({lock_id(FENCE_LOCK)}); {fence.query}"
         else:
             begin = "BEGIN"
         try:
             if no_wait:
                 cx.execute("PRAGMA busy_timeout=0")
                 try:
-                    cx.execute(begin)
+                    cur = cx.execute(begin)
                 finally:
                     cx.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             else:
-                cx.execute(begin)
+                cur = cx.execute(begin)
         except Exception as e:
             if self.dialect == "postgresql":
                 _pg_rollback(cx)
@@ -357,7 +358,13 @@ class Database:
         tx = Tx(cx, self)
         try:
             if fence is not None:
-                fence(tx)
+                if self.dialect == "postgresql":
+                    cur.nextset()  # past BEGIN and the lock, to the fence's row
+                    cur.nextset()
+                    row = cur.fetchone()
+                    fence.check(dict(row) if row is not None else None)
+                else:
+                    fence.check(tx.one(fence.query))
             yield tx
         except BaseException:
             try:
@@ -575,6 +582,16 @@ class Tx:
             except Exception:
                 pass
             raise error from None
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A check every write transaction of a process makes first (the engine's lease): `query`, a
+    statement without parameters (on PostgreSQL sent with BEGIN), and `check`, which judges its
+    row and raises to refuse the transaction."""
+
+    query: str
+    check: Callable[[Row | None], None]
 
 
 def lock_id(key: str) -> int:
